@@ -1,0 +1,81 @@
+"""The one rendering entry point: :func:`render`.
+
+render() = deform (optional) -> project (torch) -> colour from SH -> composite
+(backend). All channels (RGB, optional per-Gaussian features, depth) are
+composited in one backend pass.
+"""
+from __future__ import annotations
+
+import torch
+
+from gaussian_renderer.backends import get_rasterizer
+from gaussian_renderer.projection import project_gaussians
+from utils.sh_utils import eval_sh
+
+
+def render(
+    camera,
+    gaussians,
+    pipe,
+    bg_color: torch.Tensor,
+    scaling_modifier: float = 1.0,
+    time: float | None = None,
+    override_color: torch.Tensor | None = None,
+    render_features: bool = True,
+    backend: str | None = None,
+) -> dict:
+    """Render one view.
+
+    Args:
+        camera: :class:`scene.cameras.Camera` (viewmat, K, image size, time).
+        gaussians: :class:`scene.gaussian_model.GaussianModel`.
+        pipe: pipeline parameters (``pipe.backend``).
+        bg_color: [3] background colour.
+        time: normalised time in [0, 1] for deformable scenes (default: the camera's).
+        override_color: [N, 3] colours to use instead of SH (e.g. cluster colours).
+        render_features: also composite per-Gaussian feature vectors when the model has them.
+    Returns:
+        dict with ``render`` [3,H,W], ``depth`` [1,H,W] (alpha-normalised expected depth),
+        ``alpha`` [1,H,W], ``feature_map`` [D,H,W] or None, ``viewspace_points`` [N,2]
+        (screen means; their ``.grad`` drives densification), ``visibility_filter`` [N] bool,
+        ``radii`` [N] int.
+    """
+    t = camera.time if time is None else time
+    means, scales, quats = gaussians.geometry_at(t)
+    scales = scales * scaling_modifier
+    W, H = camera.image_width, camera.image_height
+    proj = project_gaussians(means, scales, quats, camera.viewmat, camera.K, W, H)
+    means2d = proj.means2d
+    if means2d.requires_grad:
+        means2d.retain_grad()
+
+    if override_color is not None:
+        colors = override_color
+    else:
+        dirs = means.detach() - camera.camera_center[None, :]
+        dirs = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        colors = eval_sh(gaussians.active_sh_degree, gaussians.get_features, dirs)
+    channels = [colors]
+    feats = gaussians.get_semantic if render_features else None
+    if feats is not None:
+        channels.append(feats)
+    channels.append(proj.depths[:, None])
+    stacked = torch.cat(channels, dim=1)
+
+    name = backend or getattr(pipe, "backend", "auto")
+    rasterize = get_rasterizer(name, stacked.device.type)
+    out, alpha = rasterize(
+        means2d, proj.conics, gaussians.get_opacity.squeeze(-1), stacked, proj.depths, proj.radii, W, H
+    )
+    image = out[:3] + (1.0 - alpha) * bg_color[:, None, None]
+    feature_map = out[3:-1] if feats is not None else None
+    depth = out[-1:] / alpha.clamp_min(1e-6)
+    return {
+        "render": image,
+        "depth": depth,
+        "alpha": alpha,
+        "feature_map": feature_map,
+        "viewspace_points": means2d,
+        "visibility_filter": proj.radii > 0,
+        "radii": proj.radii,
+    }

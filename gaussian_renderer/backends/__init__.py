@@ -1,0 +1,69 @@
+"""Compositing backends behind one signature.
+
+Every backend provides ``rasterize(means2d, conics, opacities, colors, depths, radii,
+width, height) -> (image [C,H,W], alpha [1,H,W])`` with the semantics documented in
+:mod:`gaussian_renderer.backends.common`, differentiable w.r.t. means2d, conics,
+opacities and colors.
+
+Backends: ``torch`` (reference, any device), ``cpu`` (C++/OpenMP extension in
+submodules/cpu_rasterizer), ``gsplat`` (CUDA). ``auto`` picks gsplat on CUDA
+tensors when it is installed, else cpu when its extension builds, else torch.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+from utils.errors import UserError
+
+BACKENDS = ("auto", "torch", "cpu", "gsplat")
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, msg: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(msg, stacklevel=3)
+
+
+def _load(name: str) -> Callable | None:
+    """Return the backend's rasterize function, or None if it cannot run here."""
+    if name == "torch":
+        from gaussian_renderer.backends.torch_backend import rasterize
+
+        return rasterize
+    if name == "cpu":
+        try:
+            from gaussian_renderer.backends.cpu_backend import rasterize, extension_available
+        except ImportError:
+            return None
+        return rasterize if extension_available() else None
+    if name == "gsplat":
+        try:
+            from gaussian_renderer.backends.gsplat_backend import rasterize, gsplat_available
+        except ImportError:
+            return None
+        return rasterize if gsplat_available() else None
+    raise UserError(f"unknown backend '{name}'; choose one of {', '.join(BACKENDS)}")
+
+
+def get_rasterizer(name: str, device_type: str) -> Callable:
+    """Resolve a backend name for tensors on ``device_type`` ('cpu' or 'cuda')."""
+    if name == "auto":
+        order = ("gsplat", "torch") if device_type == "cuda" else ("cpu", "torch")
+        for cand in order:
+            fn = _load(cand)
+            if fn is not None:
+                if cand == "torch" and device_type == "cpu":
+                    _warn_once("auto-torch", "C++ CPU rasterizer unavailable; using the slow torch backend")
+                return fn
+        raise AssertionError("torch backend always loads")
+    if name == "gsplat" and device_type != "cuda":
+        raise UserError("--backend gsplat needs a CUDA device; use --device cuda or --backend cpu")
+    if name == "cpu" and device_type != "cpu":
+        raise UserError("--backend cpu needs --device cpu; use --backend gsplat or torch on CUDA")
+    fn = _load(name)
+    if fn is None:
+        _warn_once(f"fallback-{name}", f"backend '{name}' is not available here; falling back to the torch backend")
+        fn = _load("torch")
+    return fn

@@ -1,0 +1,89 @@
+"""Projection of 3D Gaussians to screen space (pure PyTorch, differentiable).
+
+This is the first half of rendering; the second half (tile compositing) lives
+in the backends. Conventions: OpenCV camera (x right, y down, z forward),
+pixel (i, j) has its centre at (i + 0.5, j + 0.5), ``K`` in pixels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from utils.general_utils import build_covariance
+
+NEAR_PLANE = 0.2  # Gaussians closer than this to the camera are culled (as in 3DGS)
+EPS_2D = 0.3  # isotropic pixel-space blur added to every 2D covariance (anti-aliasing low-pass)
+FRUSTUM_SLACK = 1.3  # Jacobian clamp: view-space x/z, y/z limited to 1.3x the half field of view
+SIGMA_EXTENT = 3.0  # screen radius = 3 standard deviations
+
+
+@dataclass
+class Projected:
+    """Screen-space Gaussians (N = all input Gaussians; culled ones have radius 0).
+
+    means2d: [N, 2] pixel coordinates.
+    conics: [N, 3] inverse 2D covariance (a, b, c) for a*dx^2 + 2b*dx*dy + c*dy^2.
+    depths: [N] view-space z.
+    radii: [N] int32 pixel radius (0 = culled).
+    """
+
+    means2d: torch.Tensor
+    conics: torch.Tensor
+    depths: torch.Tensor
+    radii: torch.Tensor
+
+
+def project_gaussians(
+    means3d: torch.Tensor,
+    scales: torch.Tensor,
+    quats: torch.Tensor,
+    viewmat: torch.Tensor,
+    K: torch.Tensor,
+    width: int,
+    height: int,
+) -> Projected:
+    """EWA-project Gaussians into one camera.
+
+    Args:
+        means3d: [N, 3] world positions.
+        scales: [N, 3] activated scales. quats: [N, 4] (w first).
+        viewmat: [4, 4] world-to-camera. K: [3, 3] intrinsics in pixels.
+        width, height: image size in pixels.
+    """
+    R, t = viewmat[:3, :3], viewmat[:3, 3]
+    p = means3d @ R.T + t
+    x, y, z = p.unbind(-1)
+    in_front = z > NEAR_PLANE
+    zs = torch.where(in_front, z, torch.ones_like(z))
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    means2d = torch.stack([fx * x / zs + cx, fy * y / zs + cy], dim=-1)
+
+    # Jacobian of the perspective map, with x/z and y/z clamped just outside the frustum
+    lim_x = FRUSTUM_SLACK * 0.5 * width / fx
+    lim_y = FRUSTUM_SLACK * 0.5 * height / fy
+    tx = (x / zs).clamp(-lim_x, lim_x) * zs
+    ty = (y / zs).clamp(-lim_y, lim_y) * zs
+    zero = torch.zeros_like(zs)
+    J = torch.stack(
+        [fx / zs, zero, -fx * tx / zs**2, zero, fy / zs, -fy * ty / zs**2], dim=-1
+    ).reshape(-1, 2, 3)
+    cov3d = build_covariance(scales, quats)
+    T = J @ R
+    cov2d = T @ cov3d @ T.transpose(1, 2)
+    a = cov2d[:, 0, 0] + EPS_2D
+    b = cov2d[:, 0, 1]
+    c = cov2d[:, 1, 1] + EPS_2D
+    det = a * c - b * b
+    valid = in_front & (det > 0)
+    det_s = torch.where(valid, det, torch.ones_like(det))
+    conics = torch.stack([c / det_s, -b / det_s, a / det_s], dim=-1)
+
+    with torch.no_grad():
+        mid = 0.5 * (a + c)
+        lam = mid + torch.sqrt((mid * mid - det).clamp_min(0.1))
+        radius = torch.ceil(SIGMA_EXTENT * torch.sqrt(lam))
+        u, v = means2d[:, 0], means2d[:, 1]
+        on_screen = (u + radius > 0) & (u - radius < width) & (v + radius > 0) & (v - radius < height)
+        radii = torch.where(valid & on_screen, radius, torch.zeros_like(radius)).to(torch.int32)
+    return Projected(means2d=means2d, conics=conics, depths=z, radii=radii)

@@ -1,0 +1,27 @@
+"""User-facing errors: one clear line, no traceback.
+
+Code that detects bad input raises :class:`UserError` with a message that names
+the offending file and says how to fix it. Command-line entry points wrap their
+``main`` with :func:`run_cli`, which prints ``error: <message>`` and exits 2.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+
+class UserError(Exception):
+    """Bad input or configuration that the user can fix (shown as one line)."""
+
+
+def run_cli(main: Callable[[], object]) -> None:
+    """Run ``main()``; turn a :class:`UserError` into a one-line message and exit code 2."""
+    try:
+        main()
+    except UserError as exc:
+        msg = " ".join(str(exc).split("\n"))
+        print(f"error: {msg}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
