@@ -76,7 +76,7 @@ def cameras_extent(cams: list[CameraInfo]) -> tuple[np.ndarray, float]:
     centers = np.stack([c.center for c in cams]) if cams else np.zeros((1, 3))
     mean = centers.mean(0)
     radius = float(np.linalg.norm(centers - mean, axis=1).max()) * 1.1
-    return mean, max(radius, 1e-6) if radius > 0 else 1.0
+    return mean, radius if radius > 0 else 1.0
 
 
 def split_every_nth(names: list[str], eval_mode: bool, llffhold: int = 8) -> set[str]:

@@ -1,0 +1,38 @@
+# Two commands: `make demo` and `make test`. Both create .venv and install what they need.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# This machine installs torch from a local mirror; override TORCH_SPEC for other platforms.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= demo_output
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-fast bench clean
+
+$(STAMP): requirements.txt submodules/cpu_rasterizer/setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-build-isolation ./submodules/cpu_rasterizer \
+		|| echo "warning: C++ CPU rasterizer did not build; it will be JIT-built on first use or fall back to the torch backend"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(PY) scripts/demo.py --out $(DEMO_DIR)
+
+test: install
+	$(PY) -m pytest tests -q -ra $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest tests -q -ra -m "not slow" $(PYTEST_ARGS)
+
+bench: install
+	$(PY) benchmarks/bench_rasterizer.py
+	$(PY) benchmarks/bench_train.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) submodules/cpu_rasterizer/build

@@ -1,0 +1,138 @@
+"""C++/OpenMP CPU compositing backend (sources in submodules/cpu_rasterizer).
+
+Loading order: the pip-installed module ``cpu_rasterizer._C``; else a JIT build
+of the same sources into ``submodules/cpu_rasterizer/build/jit`` (git-ignored,
+reused by later runs); else unavailable, with a one-line warning saying why
+(the backend registry then falls back to the torch backend).
+
+Semantics are those of :mod:`gaussian_renderer.backends.common`; the threshold
+constants are passed from there so the C++ code has no copies of them.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from gaussian_renderer.backends.common import ALPHA_MAX, ALPHA_MIN, T_MIN, TILE_SIZE
+
+EXT_DIR = Path(__file__).resolve().parents[2] / "submodules" / "cpu_rasterizer"
+JIT_BUILD_DIR = EXT_DIR / "build" / "jit"
+JIT_MODULE_NAME = "cpu_rasterizer_jit"
+# Keep in sync with submodules/cpu_rasterizer/setup.py. Portable flags only (no
+# -march=native: a build may run on another machine); no FMA contraction so the
+# float operations match the torch reference.
+CXX_FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off"]
+LD_FLAGS = ["-fopenmp"]
+
+
+def _ensure_ninja_on_path() -> None:
+    """torch's JIT builder runs ``ninja`` from PATH; the pip package may only live in the venv."""
+    if shutil.which("ninja") is not None:
+        return
+    try:
+        import ninja  # type: ignore[import-not-found]
+    except ImportError:
+        return
+    os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+
+
+def _jit_build():
+    """Compile (or reuse) the extension from the repository sources."""
+    from torch.utils.cpp_extension import load
+
+    sources = sorted(str(p) for p in (EXT_DIR / "csrc").glob("*.cpp"))
+    if not sources:
+        raise RuntimeError(f"no C++ sources in {EXT_DIR / 'csrc'}")
+    JIT_BUILD_DIR.mkdir(parents=True, exist_ok=True)
+    if not (JIT_BUILD_DIR / f"{JIT_MODULE_NAME}.so").exists():
+        print("building the C++ CPU rasterizer (first use, ~1 min)...", flush=True)
+    _ensure_ninja_on_path()
+    return load(
+        name=JIT_MODULE_NAME,
+        sources=sources,
+        extra_cflags=CXX_FLAGS,
+        extra_ldflags=LD_FLAGS,
+        build_directory=str(JIT_BUILD_DIR),
+        verbose=False,
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _extension():
+    """The compiled module, or None (after one warning) when it cannot be built or loaded."""
+    try:
+        import cpu_rasterizer._C as ext  # type: ignore[import-not-found]
+
+        return ext
+    except ImportError:
+        pass
+    try:
+        return _jit_build()
+    except Exception as exc:  # any build/load failure means "not available here"
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        warnings.warn(f"C++ CPU rasterizer unavailable ({reason}); falling back to the torch backend", stacklevel=2)
+        return None
+
+
+def extension_available() -> bool:
+    """True when the C++ extension is installed or could be JIT-built."""
+    return _extension() is not None
+
+
+class _CompositeCPU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, means2d, conics, opacities, colors, depths, radii, width, height, tile, threads):
+        ext = _extension()
+        image, alpha, final_t, n_contrib, gauss_ids, offsets = ext.forward(
+            means2d, conics, opacities, colors, depths, radii, width, height, tile, ALPHA_MAX, ALPHA_MIN, T_MIN, threads
+        )
+        ctx.save_for_backward(means2d, conics, opacities, colors, gauss_ids, offsets, final_t, n_contrib)
+        ctx.grid = (width, height, tile, threads)
+        return image, alpha
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_image, grad_alpha):
+        means2d, conics, opacities, colors, gauss_ids, offsets, final_t, n_contrib = ctx.saved_tensors
+        width, height, tile, threads = ctx.grid
+        grad_image = grad_image.to(colors.dtype).contiguous()
+        grad_alpha = grad_alpha.to(colors.dtype).contiguous()
+        d_means, d_conics, d_opac, d_colors = _extension().backward(
+            means2d, conics, opacities, colors, gauss_ids, offsets, final_t, n_contrib,
+            grad_image, grad_alpha, width, height, tile, ALPHA_MAX, ALPHA_MIN, T_MIN, threads,
+        )
+        return d_means, d_conics, d_opac, d_colors, None, None, None, None, None, None
+
+
+def rasterize(means2d, conics, opacities, colors, depths, radii, width: int, height: int, tile: int = TILE_SIZE):
+    """Alpha-composite projected Gaussians on the CPU (see :mod:`gaussian_renderer.backends.common`).
+
+    Args:
+        means2d: [N, 2] pixels. conics: [N, 3]. opacities: [N]. colors: [N, C] any C.
+        depths: [N] sort keys (no gradient). radii: [N] int (0 = culled).
+        width, height: image size. tile: tile edge in pixels.
+    Returns:
+        image [C, H, W] and alpha [1, H, W], differentiable w.r.t. means2d, conics,
+        opacities and colors. Runs on ``torch.get_num_threads()`` OpenMP threads.
+    """
+    if _extension() is None:
+        raise RuntimeError("the C++ CPU rasterizer is not available; use the torch backend")
+    dtype = colors.dtype if colors.dtype in (torch.float32, torch.float64) else torch.float32
+    return _CompositeCPU.apply(
+        means2d.to(dtype).contiguous(),
+        conics.to(dtype).contiguous(),
+        opacities.to(dtype).contiguous(),
+        colors.to(dtype).contiguous(),
+        depths.detach().contiguous(),
+        radii.to(torch.int32).contiguous(),
+        int(width),
+        int(height),
+        int(tile),
+        torch.get_num_threads(),
+    )

@@ -1,0 +1,101 @@
+#!/usr/bin/env python
+"""Score rendered views: PSNR, SSIM and (when its weights are local) LPIPS.
+
+    python metrics.py -m OUT [OUT2 ...]
+
+Reads OUT/test/ours_N/{renders,gt[,masks]} written by render.py and writes
+OUT/results.json and OUT/per_view.json. When masks/ exist (EndoNeRF), render and
+ground truth are both multiplied by the mask before scoring (the published
+protocol); results.json says which mask was used.
+"""
+from __future__ import annotations
+
+import sys
+from argparse import ArgumentParser
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from utils.errors import UserError, run_cli
+from utils.image_utils import psnr, read_image
+from utils.io_utils import read_json, write_json
+from utils.loss_utils import ssim
+from utils.lpips_local import load_lpips
+
+MASK_DESCRIPTION_FILE = "mask_source.json"  # written by render.py: which mask the masks/ folder holds
+
+
+def _tensor(path: Path) -> torch.Tensor:
+    img = read_image(path)
+    if img.ndim == 2:
+        img = img[..., None]
+    return torch.from_numpy(img[..., :3].astype(np.float32) / 255.0).permute(2, 0, 1)
+
+
+def score_method(method_dir: Path, lpips_model) -> tuple[dict, dict]:
+    """Mean and per-view metrics of one ``ours_N`` folder."""
+    renders_dir, gt_dir, masks_dir = method_dir / "renders", method_dir / "gt", method_dir / "masks"
+    names = sorted(p.name for p in renders_dir.glob("*.png")) if renders_dir.is_dir() else []
+    if not names:
+        raise UserError(f"{renders_dir}: no rendered images; run render.py -m {method_dir.parents[1]} first")
+    per_view: dict[str, dict[str, float]] = {"SSIM": {}, "PSNR": {}}
+    if lpips_model is not None:
+        per_view["LPIPS"] = {}
+    for name in tqdm(names, desc=f"Metrics {method_dir.parent.name}/{method_dir.name}", leave=False):
+        img, gt = _tensor(renders_dir / name), _tensor(gt_dir / name)
+        if img.shape != gt.shape:
+            raise UserError(f"{renders_dir / name}: size {tuple(img.shape)} differs from ground truth {tuple(gt.shape)}")
+        if (masks_dir / name).is_file():
+            m = _tensor(masks_dir / name)[:1]
+            img, gt = img * m, gt * m
+        per_view["PSNR"][name] = float(psnr(img, gt))
+        per_view["SSIM"][name] = float(ssim(img, gt))
+        if lpips_model is not None:
+            with torch.no_grad():
+                per_view["LPIPS"][name] = float(lpips_model(img[None] * 2 - 1, gt[None] * 2 - 1))
+    means = {k: float(np.mean(list(v.values()))) for k, v in per_view.items()}
+    if masks_dir.is_dir():
+        src = method_dir / MASK_DESCRIPTION_FILE
+        means["mask"] = read_json(src).get("mask", "masks") if src.is_file() else "masks"
+    else:
+        means["mask"] = "none"
+    means["num_views"] = len(names)
+    return means, per_view
+
+
+def evaluate(model_paths: list[str], split: str = "test", quiet: bool = False) -> dict:
+    lpips_model, reason = load_lpips("cpu")
+    if lpips_model is None and not quiet:
+        print(f"LPIPS skipped: {reason}. Reporting PSNR and SSIM only.")
+    all_results = {}
+    for mp in model_paths:
+        split_dir = Path(mp) / split
+        methods = sorted(d for d in split_dir.glob("ours_*") if d.is_dir()) if split_dir.is_dir() else []
+        if not methods:
+            raise UserError(f"{split_dir}: no renders found; run render.py -m {mp} first")
+        results, per_view = {}, {}
+        for method in methods:
+            results[method.name], per_view[method.name] = score_method(method, lpips_model)
+            if not quiet:
+                r = results[method.name]
+                extra = f"  LPIPS {r['LPIPS']:.4f}" if "LPIPS" in r else ""
+                print(f"{mp} {method.name}: PSNR {r['PSNR']:.3f}  SSIM {r['SSIM']:.4f}{extra}  (mask: {r['mask']})")
+        write_json(Path(mp) / "results.json", results)
+        write_json(Path(mp) / "per_view.json", per_view)
+        all_results[mp] = results
+    return all_results
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = ArgumentParser(description="Compute PSNR/SSIM/LPIPS of rendered views")
+    parser.add_argument("--model_paths", "-m", required=True, nargs="+", type=str)
+    parser.add_argument("--split", default="test", choices=["test", "train"])
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    return evaluate(args.model_paths, args.split, args.quiet)
+
+
+if __name__ == "__main__":
+    run_cli(lambda: main(sys.argv[1:]))

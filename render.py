@@ -1,0 +1,89 @@
+#!/usr/bin/env python
+"""Render a trained model's train/test views (and videos / feature maps where they apply).
+
+    python render.py -m OUT [--iteration -1] [--skip_train] [--skip_test] [--video]
+
+Writes OUT/{train,test}/ours_N/{renders,gt,depth}/00000.png; masks/ when views have
+evaluation masks (255 = pixel is scored); features/ when the model has per-Gaussian
+features; OUT/video/ours_N/ for time sequences.
+"""
+from __future__ import annotations
+
+import sys
+from argparse import ArgumentParser
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from arguments import ModelParams, PipelineParams, get_combined_args
+from gaussian_renderer import render
+from scene import Scene, background_color
+from scene.gaussian_model import GaussianModel
+from utils.errors import run_cli
+from utils.image_utils import colorize_depth, save_image
+from utils.system_utils import pick_device
+
+
+def build_parser() -> tuple[ArgumentParser, ModelParams, PipelineParams]:
+    parser = ArgumentParser(description="Render a trained Gaussian Splatting model")
+    lp, pp = ModelParams(parser, sentinel=True), PipelineParams(parser)
+    parser.add_argument("--iteration", default=-1, type=int)
+    parser.add_argument("--skip_train", action="store_true")
+    parser.add_argument("--skip_test", action="store_true")
+    parser.add_argument("--video", action="store_true", help="also render the whole time sequence as an mp4")
+    parser.add_argument("--quiet", action="store_true")
+    return parser, lp, pp
+
+
+@torch.no_grad()
+def render_set(out_dir: Path, cameras, gaussians, pipe, bg, feature_projector=None, quiet=False) -> None:
+    """Write renders, ground truth, depth (and masks / feature PCA) for ``cameras``."""
+    for idx, cam in enumerate(tqdm(cameras, desc=f"Rendering {out_dir.parent.name}", disable=quiet)):
+        pkg = render(cam, gaussians, pipe, bg)
+        name = f"{idx:05d}.png"
+        save_image(out_dir / "renders" / name, pkg["render"])
+        save_image(out_dir / "gt" / name, cam.original_image)
+        save_image(out_dir / "depth" / name, colorize_depth(pkg["depth"], pkg["alpha"] > 0.5))
+        if cam.mask is not None:
+            save_image(out_dir / "masks" / name, cam.mask)
+        if feature_projector is not None and pkg["feature_map"] is not None:
+            save_image(out_dir / "features" / name, feature_projector(pkg["feature_map"]))
+
+
+def render_sets(dataset, iteration: int, pipe, skip_train: bool, skip_test: bool, video: bool = False, quiet=False) -> Path:
+    device = pick_device(dataset.device)
+    gaussians = GaussianModel(dataset.sh_degree, device=device)
+    scene = Scene(dataset, gaussians, load_iteration=iteration, device=device, load_test_only=skip_train)
+    bg = torch.tensor(background_color(dataset.white_background), device=device)
+    projector = None
+    if gaussians.get_semantic is not None:
+        from utils.feature_vis import FeaturePCA
+
+        projector = FeaturePCA.fit(gaussians.get_semantic.detach())
+    root = Path(dataset.model_path)
+    it = scene.loaded_iter
+    if not skip_train:
+        render_set(root / "train" / f"ours_{it}", scene.getTrainCameras(), gaussians, pipe, bg, projector, quiet)
+    if not skip_test:
+        render_set(root / "test" / f"ours_{it}", scene.getTestCameras(), gaussians, pipe, bg, projector, quiet)
+    if video:
+        from utils.video import render_sequence_video
+
+        cams = sorted(scene.getTrainCameras() + scene.getTestCameras(), key=lambda c: (c.time, c.image_name))
+        path = render_sequence_video(root / "video" / f"ours_{it}", cams, gaussians, pipe, bg, projector, quiet)
+        if not quiet:
+            print(f"Video: {path}")
+    return root
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser, lp, pp = build_parser()
+    args = get_combined_args(parser, argv if argv is not None else sys.argv[1:])
+    if not args.quiet:
+        print(f"Rendering {args.model_path}")
+    return render_sets(lp.extract(args), args.iteration, pp.extract(args), args.skip_train, args.skip_test, args.video, args.quiet)
+
+
+if __name__ == "__main__":
+    run_cli(lambda: main(sys.argv[1:]))

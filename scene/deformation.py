@@ -1,0 +1,33 @@
+"""Deformation over time as sums of Gaussian bumps in t (Deform3DGS-style, no network).
+
+Each Gaussian carries weights ``w`` [B, 10] for B bumps centred at mu_b = b/(B-1)
+with a shared width. At time t its offsets are ``sum_b w_b * exp(-((t - mu_b)/sigma)^2)``:
+3 position, 4 quaternion and 3 log-scale components. Weights start at zero, so an
+untrained deformation is the identity.
+"""
+from __future__ import annotations
+
+import torch
+
+DEFORM_CHANNELS = 10  # 3 position + 4 rotation + 3 log-scale offsets
+BUMP_WIDTH_SPACINGS = 1.0  # bump sigma in units of the spacing between centres
+
+
+def bump_activations(t: float, num_basis: int, device, dtype=torch.float32) -> torch.Tensor:
+    """[B] bump values at time ``t`` in [0, 1]."""
+    centers = torch.linspace(0.0, 1.0, num_basis, device=device, dtype=dtype)
+    sigma = BUMP_WIDTH_SPACINGS / max(num_basis - 1, 1)
+    return torch.exp(-(((t - centers) / sigma) ** 2))
+
+
+def deform_offsets(weights: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Offsets at time ``t``.
+
+    Args:
+        weights: [N, B, 10] per-Gaussian bump weights.
+    Returns:
+        (d_xyz [N, 3], d_quat [N, 4], d_log_scale [N, 3]).
+    """
+    phi = bump_activations(t, weights.shape[1], weights.device, weights.dtype)
+    off = torch.einsum("b,nbk->nk", phi, weights)
+    return off[:, :3], off[:, 3:7], off[:, 7:10]

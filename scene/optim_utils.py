@@ -1,0 +1,65 @@
+"""Optimizer-state surgery for a changing number of Gaussians.
+
+Per-Gaussian parameters live in a dict ``name -> nn.Parameter`` whose names equal the
+Adam param-group names. When Gaussians are pruned, cloned or reset, the Adam moments
+must follow their rows; these helpers do that once for every attribute.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def _replace(optimizer: torch.optim.Optimizer, name: str, new: torch.Tensor, state_fn) -> nn.Parameter:
+    """Swap the parameter of group ``name`` for ``new``; ``state_fn(old_state_tensor)`` maps the Adam moments."""
+    for group in optimizer.param_groups:
+        if group["name"] != name:
+            continue
+        old = group["params"][0]
+        state = optimizer.state.pop(old, None)
+        param = nn.Parameter(new.requires_grad_(True))
+        if state is not None:
+            for key in ("exp_avg", "exp_avg_sq"):
+                state[key] = state_fn(state[key])
+            optimizer.state[param] = state
+        group["params"][0] = param
+        return param
+    raise KeyError(name)
+
+
+def prune_params(optimizer, params: dict[str, nn.Parameter], keep: torch.Tensor) -> dict[str, nn.Parameter]:
+    """Keep rows where ``keep`` [N] bool is True, in parameters and Adam moments."""
+    return {
+        name: _replace(optimizer, name, p.detach()[keep], lambda s: s[keep]) for name, p in params.items()
+    }
+
+
+def append_params(optimizer, params: dict[str, nn.Parameter], extra: dict[str, torch.Tensor]) -> dict[str, nn.Parameter]:
+    """Append rows ``extra[name]`` (same trailing shape) to every parameter; new moments are zero."""
+    return {
+        name: _replace(
+            optimizer,
+            name,
+            torch.cat([p.detach(), extra[name]], dim=0),
+            lambda s, e=extra[name]: torch.cat([s, torch.zeros_like(e)], dim=0),
+        )
+        for name, p in params.items()
+    }
+
+
+def reset_param(optimizer, name: str, value: torch.Tensor) -> nn.Parameter:
+    """Replace one parameter's values and zero its Adam moments."""
+    return _replace(optimizer, name, value, torch.zeros_like)
+
+
+def exponential_lr(step: int, lr_init: float, lr_final: float, max_steps: int, delay_steps: int = 0, delay_mult: float = 1.0) -> float:
+    """Log-linear decay from lr_init to lr_final over max_steps, with an optional sine warm-up of delay_steps."""
+    if step < 0 or (lr_init == 0.0 and lr_final == 0.0):
+        return 0.0
+    delay = 1.0
+    if delay_steps > 0:
+        delay = delay_mult + (1 - delay_mult) * math.sin(0.5 * math.pi * min(step / delay_steps, 1.0))
+    t = min(max(step / max(max_steps, 1), 0.0), 1.0)
+    return delay * math.exp((1 - t) * math.log(lr_init) + t * math.log(lr_final))

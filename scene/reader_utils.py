@@ -1,0 +1,83 @@
+"""Small helpers shared by the scene readers: point-cloud PLY files, image naming, image files."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from plyfile import PlyData, PlyElement
+
+from scene.dataset_readers import PointCloud
+from utils.errors import UserError
+from utils.io_utils import atomic_path
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  # compared lower-case
+DEFAULT_POINT_GREY = 0.5  # colour given to PLY points stored without colours
+MAX_LISTED = 5  # how many names a warning/error lists before "..."
+
+
+def read_points_ply(path: str | os.PathLike) -> PointCloud:
+    """Read a point-cloud PLY (vertex x y z, optional red green blue 0..255) -> PointCloud [N, 3] x2.
+
+    Points without colours get a uniform grey.
+    """
+    path = Path(path)
+    try:
+        vertex = PlyData.read(str(path))["vertex"]
+        xyz = np.stack([np.asarray(vertex[k], np.float64) for k in ("x", "y", "z")], axis=1)
+    except FileNotFoundError:
+        raise UserError(f"{path}: point cloud file not found") from None
+    except (KeyError, ValueError, IndexError, OSError, EOFError, TypeError) as exc:
+        raise UserError(f"{path}: not a readable point-cloud PLY with x y z vertices ({exc}); delete or replace it") from None
+    names = {p.name for p in vertex.properties}
+    if {"red", "green", "blue"} <= names:
+        rgb = np.stack([np.asarray(vertex[k], np.float64) for k in ("red", "green", "blue")], axis=1) / 255.0
+    else:
+        rgb = np.full_like(xyz, DEFAULT_POINT_GREY)
+    if len(xyz) == 0:
+        raise UserError(f"{path}: point cloud has no points; delete it to start from random points")
+    if not np.isfinite(xyz).all():
+        raise UserError(f"{path}: point cloud holds NaN/inf positions; fix or delete it")
+    return PointCloud(points=xyz.astype(np.float32), colors=np.clip(rgb, 0, 1).astype(np.float32))
+
+
+def write_points_ply(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray,
+                     normals: np.ndarray | None = None) -> None:
+    """Write points [N, 3], colours [N, 3] in [0, 1] (and normals [N, 3]) as a PLY, atomically.
+
+    Layout x y z nx ny nz red green blue, as the 3DGS point clouds (points3D.ply) use.
+    """
+    n = len(points)
+    normals = np.zeros((n, 3)) if normals is None else normals
+    dtype = [(k, "f4") for k in ("x", "y", "z", "nx", "ny", "nz")] + [(k, "u1") for k in ("red", "green", "blue")]
+    data = np.empty(n, dtype=dtype)
+    for i, k in enumerate("xyz"):
+        data[k] = points[:, i]
+        data["n" + k] = normals[:, i]
+    rgb = np.clip(np.round(np.asarray(colors) * 255.0), 0, 255).astype(np.uint8)
+    for i, k in enumerate(("red", "green", "blue")):
+        data[k] = rgb[:, i]
+    with atomic_path(path) as tmp:
+        PlyData([PlyElement.describe(data, "vertex")]).write(tmp)
+
+
+def unique_image_names(rel_paths: list[str]) -> list[str]:
+    """Short names for images: the file stem, or the relative path without extension
+    (separators replaced by '_') when stems would collide."""
+    stems = [Path(p).stem for p in rel_paths]
+    if len(set(stems)) == len(stems):
+        return stems
+    return [str(Path(p).with_suffix("")).replace(os.sep, "_").replace("/", "_") for p in rel_paths]
+
+
+def list_images(folder: str | os.PathLike) -> list[str]:
+    """Image files under ``folder`` (recursively), as sorted '/'-separated relative paths."""
+    folder = Path(folder)
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                  if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+
+
+def short_list(names: list[str], limit: int = MAX_LISTED) -> str:
+    """'a, b, c, ... (+N more)' for messages."""
+    head = ", ".join(names[:limit])
+    return head + (f", ... (+{len(names) - limit} more)" if len(names) > limit else "")

@@ -1,0 +1,166 @@
+// Per-Gaussian data packed for the tile loops, its exact-support bounds and the
+// per-row alpha evaluation shared by the forward and backward passes (so both
+// see bit-identical alphas).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#include "rasterizer.h"
+
+namespace cpu_rasterizer {
+
+// ---------------------------------------------------------------------------
+// exp for the alpha of a Gaussian: power <= 0, so only the negative half line
+// matters. Written as plain arithmetic so the compiler can vectorise the row
+// loops around it (std::exp would stay a scalar libm call). Accuracy ~1 ulp.
+// ---------------------------------------------------------------------------
+constexpr float kExpLowest = -87.0f;           // exp(-87) ~ 1.6e-38, still a normal float
+constexpr float kLog2e = 1.44269504088896341f;
+constexpr float kLn2Hi = 0.693359375f;         // ln 2 split in a part exact in float ...
+constexpr float kLn2Lo = -2.12194440e-4f;      // ... and the remainder (Cody-Waite reduction)
+constexpr float kRoundMagic = 12582912.0f;     // 1.5 * 2^23: adding it rounds to an integer
+
+inline float exp_neg(float x) {
+    x = std::max(x, kExpLowest);
+    x = std::min(x, 0.0f);  // callers only use power <= 0; keeps 2^n in range
+    const float n = (x * kLog2e + kRoundMagic) - kRoundMagic;  // round(x / ln 2)
+    const float r = (x - n * kLn2Hi) - n * kLn2Lo;             // |r| <= ln(2) / 2
+    // Taylor series of e^r to degree 7 (truncation error < 0.05 ulp for |r| <= ln2/2).
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;  // 2^n as a float
+    float scale;
+    std::memcpy(&scale, &bits, sizeof(scale));
+    return p * scale;
+}
+
+inline double exp_neg(double x) { return std::exp(x); }
+
+// ---------------------------------------------------------------------------
+// Packed Gaussian: parameters in the working precision plus the bounding
+// ellipse of the pixels where alpha can reach alpha_min.
+// ---------------------------------------------------------------------------
+template <typename scalar_t>
+struct PackedGaussian {
+    scalar_t mx, my, a, b, c, o;
+    double q2;    // a dx^2 + 2 b dx dy + c dy^2 <= q2 holds for every pixel that can pass alpha_min
+    double det;   // a c - b^2 (double)
+    double hx;    // half width of the support box (pixels)
+    double hy;    // half height of the support box (pixels)
+    bool bounded; // false: no usable ellipse (degenerate conic / non-finite), test every pixel
+    bool never;   // opacity below alpha_min: can never pass
+};
+
+// Safety factor on the rounding error bound of the working-precision power,
+// in units of the machine epsilon (the real error is a few ulp).
+constexpr double kSupportSlackUlps = 256.0;
+// Extra margin (pixels) on each end of a row's span.
+constexpr double kSpanMarginPx = 1e-3;
+
+// Inflated level set so that the float evaluation of any pixel outside it is
+// guaranteed to fail alpha >= alpha_min (contract stays exact).
+template <typename scalar_t>
+PackedGaussian<scalar_t> pack_gaussian(const scalar_t* m, const scalar_t* con, scalar_t o, scalar_t alpha_min) {
+    PackedGaussian<scalar_t> g{m[0], m[1], con[0], con[1], con[2], o, 0.0, 0.0, 0.0, 0.0, false, false};
+    const double eps = std::numeric_limits<scalar_t>::epsilon();
+    // alpha <= o * exp(power <= 0) <= o (up to ~1 ulp of exp): below alpha_min it never passes.
+    if (o < alpha_min * static_cast<scalar_t>(1.0 - 16 * eps)) {
+        g.never = true;
+        return g;
+    }
+    const double a = g.a, b = g.b, c = g.c, mx = g.mx, my = g.my;
+    const double det = a * c - b * b;
+    const bool finite = std::isfinite(mx) && std::isfinite(my) && std::isfinite(a) && std::isfinite(b) &&
+                        std::isfinite(c) && std::isfinite(static_cast<double>(o));
+    if (!finite || !(a > 0.0) || !(det > 0.0)) return g;  // unbounded: evaluate the whole tile
+    // alpha >= alpha_min  <=>  -power <= log(o / alpha_min)  <=>  form <= 2 log(o / alpha_min)
+    double q2 = 2.0 * std::max(0.0, std::log(static_cast<double>(o) / static_cast<double>(alpha_min)));
+    double hx = std::sqrt(q2 * c / det), hy = std::sqrt(q2 * a / det);
+    const double terms = a * hx * hx + c * hy * hy + 2.0 * std::fabs(b) * hx * hy;
+    const double slope = (a + std::fabs(b)) * hx + (c + std::fabs(b)) * hy;
+    const double coord = std::fabs(mx) + std::fabs(my) + hx + hy + 1.0;
+    q2 += kSupportSlackUlps * eps * (terms + q2 + 1.0 + slope * coord);
+    g.q2 = q2;
+    g.det = det;
+    g.hx = std::sqrt(q2 * c / det);
+    g.hy = std::sqrt(q2 * a / det);
+    g.bounded = std::isfinite(g.hx) && std::isfinite(g.hy);
+    return g;
+}
+
+// Inclusive integer range [lo, hi] of pixel indices whose centres (index + 0.5 +
+// origin) lie in [centre - half, centre + half], clamped to [0, n - 1].
+inline bool pixel_range(double centre, double half, int64_t origin, int64_t n, int64_t& lo, int64_t& hi) {
+    const double first = centre - half - kSpanMarginPx - 0.5 - static_cast<double>(origin);
+    const double last = centre + half + kSpanMarginPx - 0.5 - static_cast<double>(origin);
+    if (!(last >= 0.0) || !(first <= static_cast<double>(n - 1))) return false;
+    lo = first <= 0.0 ? 0 : static_cast<int64_t>(std::ceil(first));
+    hi = last >= static_cast<double>(n - 1) ? n - 1 : static_cast<int64_t>(std::floor(last));
+    return lo <= hi;
+}
+
+// Rows (tile-local) of a tile that can hold support pixels of g.
+template <typename scalar_t>
+bool support_rows(const PackedGaussian<scalar_t>& g, int64_t y_origin, int64_t rows, int64_t& r0, int64_t& r1) {
+    if (!g.bounded) {
+        r0 = 0;
+        r1 = rows - 1;
+        return rows > 0;
+    }
+    return pixel_range(static_cast<double>(g.my), g.hy, y_origin, rows, r0, r1);
+}
+
+// Columns (tile-local) of one row holding support pixels (exact ellipse chord).
+template <typename scalar_t>
+bool support_cols(const PackedGaussian<scalar_t>& g, double py, int64_t x_origin, int64_t cols, int64_t& c0,
+                  int64_t& c1) {
+    if (!g.bounded) {
+        c0 = 0;
+        c1 = cols - 1;
+        return cols > 0;
+    }
+    const double a = g.a, b = g.b;
+    const double dy = static_cast<double>(g.my) - py;
+    const double disc = g.q2 * a - g.det * dy * dy;  // quarter discriminant of the chord equation
+    if (disc < 0.0) return false;
+    const double s = std::sqrt(disc);
+    // dx = mean_x - px lies in [(-b dy - s) / a, (-b dy + s) / a]
+    const double centre = static_cast<double>(g.mx) + b * dy / a;
+    return pixel_range(centre, s / a, x_origin, cols, c0, c1);
+}
+
+// alpha of g at pixel centres (x_first + i + 0.5, py) for i in [0, n); 0 where the
+// contract skips the Gaussian. Same float operations as the torch reference.
+// gauss (optional, [n]) receives exp(power) for the backward pass.
+template <typename scalar_t>
+inline void alpha_row(const PackedGaussian<scalar_t>& g, scalar_t x_first, scalar_t py, int64_t n,
+                      const Thresholds<scalar_t>& th, scalar_t* __restrict__ alpha,
+                      scalar_t* __restrict__ gauss = nullptr) {
+    const scalar_t mx = g.mx, a = g.a, b = g.b, c = g.c, o = g.o;
+    const scalar_t dy = g.my - py;
+    const scalar_t cdydy = (c * dy) * dy;
+    for (int64_t i = 0; i < n; ++i) {
+        const scalar_t px = (x_first + static_cast<scalar_t>(i)) + scalar_t(0.5);
+        const scalar_t dx = mx - px;
+        const scalar_t power = scalar_t(-0.5) * ((a * dx) * dx + cdydy) - (b * dx) * dy;
+        const scalar_t e = exp_neg(power);
+        const scalar_t raw = o * e;
+        // NaN-propagating clamp (torch.clamp_max keeps NaN; NaN then fails alpha >= alpha_min)
+        const scalar_t al = raw > th.alpha_max ? th.alpha_max : raw;
+        const bool keep = power <= scalar_t(0) && al >= th.alpha_min;
+        alpha[i] = keep ? al : scalar_t(0);
+        if (gauss != nullptr) gauss[i] = e;
+    }
+}
+
+}  // namespace cpu_rasterizer

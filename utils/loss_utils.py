@@ -1,0 +1,61 @@
+"""Photometric losses (optionally masked): L1, SSIM, depth L1."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+SSIM_C1 = 0.01**2
+SSIM_C2 = 0.03**2
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``x`` [C,H,W] over pixels where ``mask`` [1,H,W] is 1 (all pixels if None)."""
+    if mask is None:
+        return x.mean()
+    m = mask.expand_as(x)
+    return (x * m).sum() / m.sum().clamp_min(1.0)
+
+
+def l1_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean absolute error over valid pixels."""
+    return masked_mean((pred - gt).abs(), mask)
+
+
+def _gaussian_window(channels: int, device, dtype) -> torch.Tensor:
+    x = torch.arange(SSIM_WINDOW, device=device, dtype=dtype) - SSIM_WINDOW // 2
+    g = torch.exp(-(x**2) / (2 * SSIM_SIGMA**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).expand(channels, 1, SSIM_WINDOW, SSIM_WINDOW).contiguous()
+
+
+def ssim_map(img1: torch.Tensor, img2: torch.Tensor) -> torch.Tensor:
+    """Per-pixel SSIM [C,H,W] of two [C,H,W] images (11x11 Gaussian window, sigma 1.5)."""
+    C = img1.shape[0]
+    w = _gaussian_window(C, img1.device, img1.dtype)
+    pad = SSIM_WINDOW // 2
+    conv = lambda x: F.conv2d(x[None], w, padding=pad, groups=C)[0]  # noqa: E731
+    mu1, mu2 = conv(img1), conv(img2)
+    s11 = conv(img1 * img1) - mu1 * mu1
+    s22 = conv(img2 * img2) - mu2 * mu2
+    s12 = conv(img1 * img2) - mu1 * mu2
+    num = (2 * mu1 * mu2 + SSIM_C1) * (2 * s12 + SSIM_C2)
+    den = (mu1 * mu1 + mu2 * mu2 + SSIM_C1) * (s11 + s22 + SSIM_C2)
+    return num / den
+
+
+def ssim(img1: torch.Tensor, img2: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean SSIM over valid pixels."""
+    return masked_mean(ssim_map(img1, img2), mask)
+
+
+def depth_l1_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None, inverse: bool = False) -> torch.Tensor:
+    """L1 on depth (or inverse depth) over pixels that are valid and have ground truth (gt > 0)."""
+    valid = (gt > 0).to(pred.dtype)
+    if mask is not None:
+        valid = valid * mask
+    if inverse:
+        pred = 1.0 / pred.clamp_min(1e-6)
+        gt = torch.where(gt > 0, 1.0 / gt.clamp_min(1e-6), gt)
+    return masked_mean((pred - gt).abs(), valid)
