@@ -45,7 +45,7 @@ from utils.io_utils import load_npy
 POSES_BOUNDS_COLUMNS = 17
 ROTATION_TOL = 1e-3  # max |R R^T - I| and |det R - 1| accepted for a pose's 3x3 block
 TEST_EVERY = 8  # EndoNeRF test frames: (i - 1) % 8 == 0
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 IDENTITY_HINT = (
     "pass --identity_poses to treat every pose as the identity "
     "(a fixed endoscope, as in the official EndoNeRF scenes)"

@@ -274,3 +274,11 @@ class GaussianModel:
         self.xyz_gradient_accum = state["xyz_gradient_accum"].to(self.device)
         self.denom = state["denom"].to(self.device)
         self.max_radii2D = state["max_radii2D"].to(self.device)
+
+
+def subset_model(model: GaussianModel, keep: torch.Tensor) -> GaussianModel:
+    """A detached copy holding only the Gaussians where ``keep`` [N] bool is True (for rendering parts)."""
+    out = GaussianModel(model.max_sh_degree, model.feature_dim, model.deform_basis, model.device)
+    out.active_sh_degree = model.active_sh_degree
+    out._set_params({k: p.detach()[keep] for k, p in model.params.items()})
+    return out

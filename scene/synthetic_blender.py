@@ -5,8 +5,8 @@ spheres and a box on it, lit by one directional light (Lambertian, no shadows,
 so colours do not depend on the viewpoint). Images are made by analytic ray
 casting in numpy -- independent of the project's rasteriser -- with 2x2
 supersampling. Surfaces carry a solid (3D) procedural texture: two octaves of
-smooth value noise with random colours plus a soft 3D checker, which gives SIFT
-plenty of blobs and corners while staying smooth enough for Gaussians to fit.
+high-contrast smooth value noise in luminance (blobs and corners for SIFT) under
+a coarse colour tint, smooth enough for Gaussians to fit at ~80 px.
 
 Output folder::
 
@@ -39,15 +39,16 @@ BOX = ((-0.8, -0.55, 0.0), (-0.2, 0.0, 0.6))  # min corner, max corner
 LIGHT_DIR = np.array([0.4, 0.3, 0.85]) / np.linalg.norm([0.4, 0.3, 0.85])
 AMBIENT = 0.35  # shade = AMBIENT + (1 - AMBIENT) * max(n.l, 0)
 BACKGROUND = 0.0
-# --- texture
-NOISE_CELLS = (0.22, 0.09)  # value-noise cell sizes (world units), coarse to fine
-NOISE_WEIGHTS = (0.6, 0.4)
-NOISE_CONTRAST = 1.8  # stretch of the (mean-reverting) noise sum around 0.5
-CHECKER_CELL = 0.3
-CHECKER_SHARPNESS = 4.0  # tanh gain: higher = harder checker edges
-CHECKER_DEPTH = 0.35  # fraction of brightness the checker modulates
+# --- texture: luminance value noise (what SIFT sees) times a coarse colour tint
+LUMA_CELLS = (0.12, 0.05)  # value-noise cell sizes (world units), coarse to fine
+LUMA_WEIGHTS = (0.6, 0.4)
+LUMA_CONTRAST = 2.5  # stretch of the (mean-reverting) noise sum around 0.5
+LUMA_RANGE = (0.08, 1.0)
+TINT_CELL = 0.3
+TINT_FLOOR = 0.35  # tint channels span [TINT_FLOOR, 1]
 LATTICE = 32  # random colour lattice is LATTICE^3, wrapped
 OBJECT_OFFSET = 7.31  # texture-space shift between objects so they do not look alike
+OCTAVE_OFFSETS = (3.3, 9.1)  # decorrelate the luminance octaves from the tint
 # --- cameras
 RING_RADIUS = 4.0
 ELEVATIONS = (math.radians(28.0), math.radians(42.0))  # train cameras alternate between these
@@ -194,11 +195,11 @@ def _value_noise(p: np.ndarray, cell: float, table: np.ndarray) -> np.ndarray:
 def albedo(p: np.ndarray, obj: np.ndarray, table: np.ndarray) -> np.ndarray:
     """Surface colour [M, 3] in [0, 1] of points p [M, 3] on objects obj [M]."""
     q = p + OBJECT_OFFSET * obj[:, None]
-    noise = sum(wt * _value_noise(q, cell, table) for wt, cell in zip(NOISE_WEIGHTS, NOISE_CELLS))
-    base = np.clip(0.5 + NOISE_CONTRAST * (noise - 0.5), 0.05, 0.95)
-    s = np.sin(np.pi * (p / CHECKER_CELL + 0.5)).prod(1)
-    checker = 0.5 + 0.5 * np.tanh(CHECKER_SHARPNESS * s)
-    return base * (1 - CHECKER_DEPTH + CHECKER_DEPTH * checker)[:, None]
+    tint = TINT_FLOOR + (1 - TINT_FLOOR) * _value_noise(q, TINT_CELL, table)
+    luma = sum(wt * _value_noise(q + off, cell, table)[:, 0]
+               for wt, cell, off in zip(LUMA_WEIGHTS, LUMA_CELLS, OCTAVE_OFFSETS))
+    luma = np.clip(0.5 + LUMA_CONTRAST * (luma - 0.5), *LUMA_RANGE)
+    return tint * luma[:, None]
 
 
 def shade(colour: np.ndarray, normal: np.ndarray) -> np.ndarray:

@@ -33,7 +33,6 @@ import numpy as np
 
 from utils.errors import UserError, run_cli
 from utils.io_utils import atomic_path, save_npy
-from utils.image_utils import save_image
 
 DEFAULT_FRAMES, DEFAULT_WIDTH, DEFAULT_HEIGHT = 24, 80, 64
 FOCAL_PER_WIDTH = 0.8  # focal length in pixels per image width (about 64 degrees horizontal FOV)
@@ -42,8 +41,8 @@ TILT, CURVATURE = 0.12, -0.003  # base shape h(a, b) = TILT a + CURVATURE (a^2 +
 BREATH_AMP_MM, BREATH_SIGMA_MM, BREATH_CYCLES = 6.0, 30.0, 1.5
 BUMP_AMP_MM, BUMP_SIGMA_MM = 7.0, 11.0  # travelling bump pushed towards the camera
 LATERAL_AMP_MM, LATERAL_CYCLES, LATERAL_WAVELENGTH_MM = 3.0, 1.0, 60.0
-SOLVER_ITERATIONS = 40  # fixed-point steps for ray/surface intersection
-SUPERSAMPLE = 3  # samples per pixel side
+SOLVER_ITERATIONS = 14  # fixed-point steps for ray/surface intersection
+SUPERSAMPLE = 2  # samples per pixel side
 AMBIENT = 0.3
 TOOL_RADIUS_FRAC = 0.09  # shaft radius / image height
 TOOL_DEPTH_MM = 35.0
@@ -126,20 +125,25 @@ def deformation(a: np.ndarray, b: np.ndarray, t: float) -> tuple[np.ndarray, np.
     return dx, dy, breath + bump
 
 
+def _base_depth(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Rest-shape depth Z0 + h(a, b) in mm."""
+    return Z0_MM + TILT * a + CURVATURE * (a**2 + b**2)
+
+
 def surface_point(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
     """[..., 3] camera-space position (mm) of material points (a, b) at time t."""
     dx, dy, dz = deformation(a, b, t)
-    return np.stack([a + dx, b + dy, Z0_MM + TILT * a + CURVATURE * (a**2 + b**2) + dz], axis=-1)
+    return np.stack([a + dx, b + dy, _base_depth(a, b) + dz], axis=-1)
 
 
 def intersect(rx: np.ndarray, ry: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Material coordinates (a, b) and z-depth hit by rays (rx, ry, 1) at time t (fixed point)."""
     a, b = rx * Z0_MM, ry * Z0_MM
     for _ in range(SOLVER_ITERATIONS):
-        z = surface_point(a, b, t)[..., 2]
-        dx, dy, _ = deformation(a, b, t)
+        dx, dy, dz = deformation(a, b, t)
+        z = _base_depth(a, b) + dz
         a, b = rx * z - dx, ry * z - dy
-    return a, b, surface_point(a, b, t)[..., 2]
+    return a, b, _base_depth(a, b) + deformation(a, b, t)[2]
 
 
 def _normals(points: np.ndarray) -> np.ndarray:
@@ -162,9 +166,13 @@ def _shade(points: np.ndarray) -> np.ndarray:
 
 
 def tool_segment(t: float, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """(entry point outside the right edge, tip) of the shaft axis in pixels at time t."""
-    entry = np.array([1.25 * width, height * (0.95 - 0.6 * t)])
-    tip = np.array([width * (0.45 + 0.12 * np.sin(2 * np.pi * 1.3 * t)), height * (0.2 + 0.55 * t)])
+    """(entry point outside the right edge, tip) of the shaft axis in pixels at time t.
+
+    The shaft slides upwards by 0.6 of the image height over the sequence (much more than
+    its width) while the tip wobbles sideways, so every pixel is tissue in some frames.
+    """
+    entry = np.array([1.25 * width, height * (1.05 - 0.6 * t)])
+    tip = np.array([width * (0.42 + 0.15 * np.sin(2 * np.pi * 1.3 * t)), height * (0.75 - 0.6 * t)])
     return entry, tip
 
 
@@ -220,7 +228,9 @@ def render_synthetic_frame(index: int, n_frames: int, width: int, height: int, s
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:
-    """Write a single-channel uint8/uint16 PNG atomically."""
+    """Write a PNG atomically: [H, W] uint8/uint16, or [H, W, 3] uint8 RGB."""
+    if array.ndim == 3:
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
     with atomic_path(path) as tmp:
         if not cv2.imwrite(tmp, array):
             raise UserError(f"{path}: could not write image")
@@ -249,7 +259,7 @@ def make_synthetic_endonerf(out_dir: str | os.PathLike, n_frames: int = DEFAULT_
     rows = []
     for i in range(n_frames):
         fr = render_synthetic_frame(i, n_frames, width, height, seed, tex)
-        save_image(out / "images" / NAMES["images"].format(i), fr.image)
+        _write_png(out / "images" / NAMES["images"].format(i), np.round(fr.image * 255).astype(np.uint8))
         raw = np.round(fr.depth * DEPTH_UNITS_PER_MM).astype(np.uint16)
         _write_png(out / "depth" / NAMES["depth"].format(i), raw)
         _write_png(out / "masks" / NAMES["masks"].format(i), fr.tool_mask.astype(np.uint8) * 255)

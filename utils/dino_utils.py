@@ -88,8 +88,13 @@ def shift_image(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     return padded[..., top:top + h, left:left + w]
 
 
-def hr_offsets(neighbours: int = 8, shift_px: int = HR_SHIFT_PX) -> list[tuple[int, int]]:
-    """(0,0) plus 4 (axis) or 8 (axis + diagonal) neighbour shifts of ``shift_px`` pixels."""
+def hr_offsets(neighbours: int | Sequence[tuple[int, int]] = 8, shift_px: int = HR_SHIFT_PX) -> list[tuple[int, int]]:
+    """(0,0) plus 4 (axis) or 8 (axis + diagonal) neighbour shifts of ``shift_px`` pixels.
+
+    An explicit sequence of (dy, dx) offsets is returned as given.
+    """
+    if not isinstance(neighbours, int):
+        return [(int(dy), int(dx)) for dy, dx in neighbours]
     if neighbours not in HR_NEIGHBOURS:
         raise ValueError(f"neighbours must be one of {HR_NEIGHBOURS}, got {neighbours}")
     axis = [(-shift_px, 0), (shift_px, 0), (0, -shift_px), (0, shift_px)]
@@ -217,12 +222,13 @@ class DinoExtractor:
         return up.view(*low.shape[:3], *size)
 
     def upsample_hr(self, images: torch.Tensor, out_size: tuple[int, int] | None = None,
-                    shifts: int = 8, shift_px: int = HR_SHIFT_PX, flip: bool = False,
+                    shifts: int | Sequence[tuple[int, int]] = 8, shift_px: int = HR_SHIFT_PX, flip: bool = False,
                     project: Projection | None = None) -> torch.Tensor:
         """[B,3,H,W] -> [B,L,C,H',W'] shift-and-average high-resolution features.
 
         The ViT runs once on a batch of K = 1 + ``shifts`` (x2 with ``flip``) copies of
-        the input shifted by ``shift_px`` ViT-input pixels; each low-res map is upsampled
+        the input shifted by ``shift_px`` ViT-input pixels (or by the explicit (dy, dx)
+        offsets when ``shifts`` is a sequence); each low-res map is upsampled
         bilinearly to the input size, un-shifted (and un-flipped) and the K maps are
         averaged, then resized to ``out_size`` (default H x W). ``project`` as in
         :meth:`upsample_bilinear` (applied to each low-res map; output [B,1,D,H',W']).

@@ -1,8 +1,13 @@
 """The training objective, assembled from the enabled terms.
 
-colour: (1 - lambda_dssim) * L1 + lambda_dssim * (1 - SSIM), masked by tool masks;
-depth:  lambda_depth * masked L1 on depth (EndoNeRF);
-(the DINO perceptual and feature-distillation terms plug in here as well).
+* colour: (1 - lambda_dssim) * L1 + lambda_dssim * (1 - SSIM), masked by tool masks;
+* depth: lambda_depth * masked L1 on depth (EndoNeRF);
+* perceptual: lambda_perceptual * loss(DINO(render), stored DINO(ground truth)) every
+  ``perceptual_every`` iterations, at feature resolution, tool masks respected;
+* feature distillation: lambda_feature * loss(rendered per-Gaussian features, stored DINO
+  map resized to the render), through the PCA or a learned 1x1 decoder.
+A disabled term builds nothing and draws no random numbers, so turning it off is
+bit-identical to never having had it.
 """
 from __future__ import annotations
 
@@ -10,7 +15,10 @@ from pathlib import Path
 
 import torch
 
+from utils.errors import UserError
+from utils.feature_distill import FeatureDecoder, choose_mode, decoder_path, feature_loss, teacher_at
 from utils.loss_utils import depth_l1_loss, l1_loss, ssim
+from utils.perceptual import mask_to_feature_res, perceptual_loss
 
 
 class TrainingLosses:
@@ -19,6 +27,33 @@ class TrainingLosses:
     def __init__(self, dataset, opt, scene, device):
         self.opt = opt
         self.device = device
+        self.store = None
+        self.decoder = None
+        self.decoder_opt = None
+        self.distill_mode = None
+        use_perceptual = opt.lambda_perceptual > 0
+        use_distill = opt.lambda_feature > 0 and dataset.feature_dim > 0
+        if opt.lambda_feature > 0 and dataset.feature_dim <= 0:
+            raise UserError("--lambda_feature needs per-Gaussian features: add --feature_dim D (e.g. 16)")
+        if (use_perceptual or use_distill) and not opt.dino_feature_dir:
+            raise UserError("--lambda_perceptual / --lambda_feature need --dino_feature_dir (made by extract_dino_features.py)")
+        if use_perceptual and opt.perceptual_every < 1:
+            raise UserError(f"--perceptual_every {opt.perceptual_every}: must be >= 1")
+        if use_perceptual or use_distill:
+            from utils.feature_store import open_feature_store
+
+            self.store = open_feature_store(opt.dino_feature_dir, weights=opt.dino_weights or None,
+                                            random_init=opt.dino_random_init or None, device=device)
+        if use_distill:
+            pca = self.store.meta.get("pca")
+            pca_dim = self.store.channels if pca else None
+            self.distill_mode = choose_mode(dataset.feature_decoder, dataset.feature_dim, self.store.channels, pca_dim, self.store.meta_path)
+            if self.distill_mode == "decoder":
+                gen_state = torch.get_rng_state()
+                torch.manual_seed(dataset.seed)
+                self.decoder = FeatureDecoder(dataset.feature_dim, self.store.channels).to(device)
+                torch.set_rng_state(gen_state)
+                self.decoder_opt = torch.optim.Adam(self.decoder.parameters(), lr=opt.decoder_lr)
 
     def color_loss(self, image: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         l1 = l1_loss(image, gt, mask)
@@ -28,22 +63,53 @@ class TrainingLosses:
             image, gt = image * mask, gt * mask
         return (1.0 - self.opt.lambda_dssim) * l1 + self.opt.lambda_dssim * (1.0 - ssim(image, gt, mask))
 
+    def perceptual(self, cam, image: torch.Tensor) -> torch.Tensor:
+        target = self.store.get(cam.image_name, cam.original_image)
+        pred = self.store.compute(image[None])[0]
+        mask = None if cam.mask is None else mask_to_feature_res(cam.mask, tuple(target.shape[-2:]))
+        return perceptual_loss(pred, target, self.opt.perceptual_loss, mask)
+
+    def distill(self, cam, fmap: torch.Tensor) -> torch.Tensor:
+        stored = self.store.get(cam.image_name, cam.original_image)
+        size = tuple(fmap.shape[-2:])
+        if self.distill_mode == "pca":
+            target, pred = teacher_at(stored, size, fmap.shape[0]), fmap
+        else:
+            target, pred = teacher_at(stored, size), self.decoder(fmap)
+        return feature_loss(pred, target, self.opt.feature_loss, cam.mask)
+
     def __call__(self, iteration: int, cam, pkg: dict, gaussians) -> tuple[torch.Tensor, dict]:
+        o = self.opt
         terms = {"color": self.color_loss(pkg["render"], cam.original_image, cam.mask)}
         loss = terms["color"]
-        if self.opt.lambda_depth > 0 and cam.depth is not None:
+        if o.lambda_depth > 0 and cam.depth is not None:
             terms["depth"] = depth_l1_loss(pkg["depth"], cam.depth, cam.mask)
-            loss = loss + self.opt.lambda_depth * terms["depth"]
+            loss = loss + o.lambda_depth * terms["depth"]
+        if o.lambda_perceptual > 0 and iteration % o.perceptual_every == 0:
+            terms["perceptual"] = self.perceptual(cam, pkg["render"])
+            loss = loss + o.lambda_perceptual * terms["perceptual"]
+        if self.distill_mode is not None and pkg["feature_map"] is not None:
+            terms["feature"] = self.distill(cam, pkg["feature_map"])
+            loss = loss + o.lambda_feature * terms["feature"]
         return loss, terms
 
     def step(self) -> None:
-        """Called after the Gaussians' optimizer step (extra optimizers step here)."""
+        """Called after the Gaussians' optimizer step."""
+        if self.decoder_opt is not None:
+            self.decoder_opt.step()
+            self.decoder_opt.zero_grad(set_to_none=True)
 
     def state(self) -> dict:
-        return {}
+        if self.decoder is None:
+            return {}
+        return {"decoder": self.decoder.state_dict(), "decoder_opt": self.decoder_opt.state_dict()}
 
     def load_state(self, state: dict) -> None:
-        pass
+        if self.decoder is not None and "decoder" in state:
+            self.decoder.load_state_dict(state["decoder"])
+            self.decoder_opt.load_state_dict(state["decoder_opt"])
 
     def save(self, model_path: Path, iteration: int) -> None:
-        """Save extra learned modules beside the PLY (none for the plain objective)."""
+        """Save the feature decoder (if any) beside the iteration's PLY."""
+        if self.decoder is not None:
+            self.decoder.save(decoder_path(model_path, iteration))

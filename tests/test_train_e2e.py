@@ -1,0 +1,88 @@
+"""End to end on the synthetic Blender scene: train on the CPU, render, score; resume is exact."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import metrics
+import render
+import train
+from scene.gaussian_model import GaussianModel
+from scene.synthetic_blender import make_synthetic_blender
+from tests.conftest import ROOT
+
+FAST = ["--densify_from_iter", "100", "--densification_interval", "100", "--opacity_reset_interval", "100000",
+        "--sh_increase_interval", "200", "--position_lr_max_steps", "{its}", "--quiet"]
+
+
+def _flags(its: int) -> list[str]:
+    return [f.replace("{its}", str(its)) for f in FAST]
+
+
+@pytest.fixture(scope="module")
+def blender_scene(tmp_path_factory):
+    return make_synthetic_blender(tmp_path_factory.mktemp("syn") / "scene", n_train=24, n_test=4, width=64, height=64, seed=0)
+
+
+@pytest.mark.slow
+def test_train_render_metrics_reach_28db(blender_scene, tmp_path):
+    out = tmp_path / "model"
+    its = 1500
+    m = train.main(["-s", str(blender_scene), "-m", str(out), "--eval", "--iterations", str(its),
+                    "--test_iterations", "1", str(its), "--save_iterations", str(its), "--densify_until_iter", "1000", *_flags(its)])
+    assert m["test"]["psnr"] >= 28.0, m
+    for name in ("cfg_args", "cameras.json", "input.ply", f"point_cloud/iteration_{its}/point_cloud.ply"):
+        assert (out / name).exists(), name
+    render.main(["-m", str(out), "--quiet"])
+    for split, n in (("train", 24), ("test", 4)):
+        for kind in ("renders", "gt", "depth"):
+            assert len(list((out / split / f"ours_{its}" / kind).glob("*.png"))) == n
+    res = metrics.main(["-m", str(out), "--quiet"])[str(out)][f"ours_{its}"]
+    assert res["PSNR"] >= 28.0
+    assert json.loads((out / "per_view.json").read_text())[f"ours_{its}"]["PSNR"].keys() == {f"{i:05d}.png" for i in range(4)}
+
+
+def test_resume_from_checkpoint_is_identical(blender_scene, tmp_path):
+    common = ["-s", str(blender_scene), "--eval", "--iterations", "60", "--densify_from_iter", "10",
+              "--densification_interval", "20", "--densify_until_iter", "50", "--test_iterations", "60",
+              "--save_iterations", "60", "-r", "2", "--quiet", "--sh_increase_interval", "25"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    train.main(common + ["-m", str(full)])
+    train.main(common + ["-m", str(part), "--checkpoint_iterations", "30", "--iterations", "30"])
+    train.main(common + ["-m", str(part), "--start_checkpoint", str(part / "chkpnt30.pth")])
+    a, b = GaussianModel(), GaussianModel()
+    a.load_ply(full / "point_cloud/iteration_60/point_cloud.ply")
+    b.load_ply(part / "point_cloud/iteration_60/point_cloud.ply")
+    assert a.num_points == b.num_points
+    for k in a.params:
+        assert torch.equal(a.params[k], b.params[k]), k
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["-s", "{tmp}/missing"], "scene folder not found"),
+        (["-s", "{tmp}/empty"], "unknown scene format"),
+        (["-s", "{scene}", "-r", "5000"], "would make this"),
+        (["-s", "{scene}", "--start_checkpoint", "{tmp}/nope.pth"], "checkpoint not found"),
+    ],
+)
+def test_bad_input_is_one_line_error(blender_scene, tmp_path, args, needle):
+    (tmp_path / "empty").mkdir()
+    args = [a.replace("{tmp}", str(tmp_path)).replace("{scene}", str(blender_scene)) for a in args]
+    res = subprocess.run([sys.executable, "train.py", *args, "-m", str(tmp_path / "o"), "--iterations", "1", "--quiet"],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 2
+    lines = [l for l in res.stderr.strip().splitlines() if l.startswith("error:")]
+    assert len(lines) == 1 and needle in lines[0], res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_render_requires_trained_model(tmp_path):
+    res = subprocess.run([sys.executable, "render.py", "-m", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 2 and "cfg_args" in res.stderr and "Traceback" not in res.stderr
