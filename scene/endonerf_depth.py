@@ -39,6 +39,8 @@ def _grey_channel(raw: np.ndarray, path: str | os.PathLike) -> np.ndarray:
     """[H, W] or [H, W, C] PNG array -> [H, W]; RGB(A) must be grey (equal channels)."""
     if raw.ndim == 2:
         return raw
+    if raw.shape[2] < 3:  # grey + alpha
+        return raw[..., 0]
     rgb = raw[..., :3]
     if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
         raise UserError(

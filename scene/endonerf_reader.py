@@ -195,6 +195,58 @@ def _index_optional(folder: Path) -> dict[int, Path] | None:
     return index_frames(folder) if folder.is_dir() else None
 
 
+@dataclass
+class FrameFiles:
+    """Per-frame files in frame order: frame numbers, images, depths, masks (None without masks/), gt masks."""
+
+    numbers: list[int]
+    images: list[Path]
+    depths: list[Path]
+    masks: list[Path | None]
+    gt_masks: list[Path] | None
+
+
+def find_frame_files(root: Path, images_name: str, n_poses: int) -> FrameFiles:
+    """Match images, depths, masks and gt masks of ``root`` by frame number; check the image count."""
+    images_dir = _require_folder(root / images_name, "images")
+    depth_dir = _require_folder(root / "depth", "depth")
+    image_index = index_frames(images_dir)
+    if len(image_index) != n_poses:
+        raise UserError(
+            f"{images_dir}: {len(image_index)} images but {root / 'poses_bounds.npy'} has {n_poses} pose rows; "
+            "they must match one to one"
+        )
+    nums, images = list(image_index), list(image_index.values())
+    depths = _match(depth_dir, index_frames(depth_dir), nums, images, "depth map")
+    mask_index = _index_optional(root / "masks")
+    if mask_index is None:
+        print(f"[endonerf] {root / 'masks'} not found: every pixel counts as tissue")
+    masks = _match(root / "masks", mask_index, nums, images, "mask") if mask_index is not None else [None] * len(nums)
+    gt_index = _index_optional(root / "gt_masks")
+    gt_masks = _match(root / "gt_masks", gt_index, nums, images, "gt mask") if gt_index is not None else None
+    return FrameFiles(nums, images, depths, masks, gt_masks)
+
+
+def _make_cameras(files: FrameFiles, poses: PosesBounds, n: int, pb_path: Path) -> list[CameraInfo]:
+    """CameraInfo of the first ``n`` frames (size from frame 0's image; time i / n; EndoNeRF split)."""
+    height, width = read_image(files.images[0]).shape[:2]
+    cams, noted = [], False
+    for i in range(n):
+        fx, fy, ratio = _intrinsics(poses.hwf[i], width, height, pb_path)
+        if ratio != (1.0, 1.0) and not noted:
+            print(f"[endonerf] images are {width}x{height} but {pb_path.name} hwf says "
+                  f"{poses.hwf[i][1]:g}x{poses.hwf[i][0]:g}: focal scaled by {ratio[0]:.4g} x {ratio[1]:.4g}")
+            noted = True
+        mask = files.masks[i]
+        cams.append(CameraInfo(
+            uid=i, image_name=files.images[i].stem, image_path=str(files.images[i]), width=width, height=height,
+            fx=fx, fy=fy, cx=width / 2.0, cy=height / 2.0, world_to_cam=poses.world_to_cam[i].copy(),
+            time=i / n, mask_path=str(mask) if mask else None, depth_path=str(files.depths[i]),
+            is_test=is_test_frame(i),
+        ))
+    return cams
+
+
 def read_endonerf_scene(path: str | os.PathLike, args) -> SceneInfo:
     """Read an EndoNeRF scene folder into a :class:`SceneInfo` (kind 'endonerf').
 
@@ -204,64 +256,36 @@ def read_endonerf_scene(path: str | os.PathLike, args) -> SceneInfo:
     'inverse', pass it to load_endonerf_depth), ``depth_scale``, ``gt_mask_paths``
     (image_name -> evaluation mask path; empty without gt_masks/), ``bounds`` [N, 2] list,
     ``frame_numbers``. ``extent``: the cameras share one centre, so it is the radius of the
-    initial points around their centroid x 1.1 (:func:`points_extent`).
+    initial points around their centroid x 1.1 (:func:`points_extent`). Every frame is
+    assumed to have frame 0's image size.
     """
     root = Path(path)
-    images_dir = _require_folder(root / (getattr(args, "images", "") or "images"), "images")
-    depth_dir = _require_folder(root / "depth", "depth")
     pb_path = root / "poses_bounds.npy"
     poses = parse_poses_bounds(pb_path, bool(getattr(args, "identity_poses", False)))
-
-    image_index = index_frames(images_dir)
-    if len(image_index) != len(poses.hwf):
-        raise UserError(
-            f"{images_dir}: {len(image_index)} images but {pb_path} has {len(poses.hwf)} pose rows; "
-            "they must match one to one"
-        )
-    nums, images = list(image_index), list(image_index.values())
-    depths = _match(depth_dir, index_frames(depth_dir), nums, images, "depth map")
-    mask_index = _index_optional(root / "masks")
-    masks = _match(root / "masks", mask_index, nums, images, "mask") if mask_index is not None else [None] * len(nums)
-    gt_index = _index_optional(root / "gt_masks")
-    gt_masks = _match(root / "gt_masks", gt_index, nums, images, "gt mask") if gt_index is not None else None
-    if mask_index is None:
-        print(f"[endonerf] {root / 'masks'} not found: every pixel counts as tissue")
-
+    files = find_frame_files(root, getattr(args, "images", "") or "images", len(poses.hwf))
     max_frames = int(getattr(args, "max_frames", 0) or 0)
-    n = min(len(nums), max_frames) if max_frames > 0 else len(nums)
-    first = read_image(images[0])
-    height, width = first.shape[:2]
+    n = min(len(files.numbers), max_frames) if max_frames > 0 else len(files.numbers)
+
     asked = getattr(args, "depth_mode", "auto") or "auto"
-    depth_mode = resolve_depth_mode(asked, depths[0], poses.bounds)
+    depth_mode = resolve_depth_mode(asked, files.depths[0], poses.bounds)
     if asked == "auto":
         print(f"[endonerf] depth maps read as {'plain' if depth_mode == 'depth' else 'inverse'} depth "
               f"(auto: {depth_mode!r}; --depth_mode depth|inverse overrides)")
     depth_scale = float(getattr(args, "depth_scale", 1.0))
 
-    cams, noted = [], False
-    for i in range(n):
-        fx, fy, ratio = _intrinsics(poses.hwf[i], width, height, pb_path)
-        if ratio != (1.0, 1.0) and not noted:
-            print(f"[endonerf] images are {width}x{height} but {pb_path.name} hwf says "
-                  f"{poses.hwf[i][1]:g}x{poses.hwf[i][0]:g}: focal scaled by {ratio[0]:.4g} x {ratio[1]:.4g}")
-            noted = True
-        cams.append(CameraInfo(
-            uid=i, image_name=images[i].stem, image_path=str(images[i]), width=width, height=height,
-            fx=fx, fy=fy, cx=width / 2.0, cy=height / 2.0, world_to_cam=poses.world_to_cam[i].copy(),
-            time=i / n, mask_path=str(masks[i]) if masks[i] else None, depth_path=str(depths[i]),
-            is_test=is_test_frame(i),
-        ))
+    cams = _make_cameras(files, poses, n, pb_path)
     train = [c for c in cams if not c.is_test]
     test = [c for c in cams if c.is_test]
     pcd = init_points_from_depth(
         train, depth_mode, depth_scale, int(getattr(args, "num_init_points", 30000)), int(getattr(args, "seed", 0))
     )
+    gt = files.gt_masks
     extras = {
         "depth_mode": depth_mode,
         "depth_scale": depth_scale,
-        "gt_mask_paths": {c.image_name: str(gt_masks[c.uid]) for c in cams} if gt_masks else {},
+        "gt_mask_paths": {c.image_name: str(gt[c.uid]) for c in cams} if gt else {},
         "bounds": poses.bounds[:n].tolist(),
-        "frame_numbers": nums[:n],
+        "frame_numbers": files.numbers[:n],
     }
     return SceneInfo(kind="endonerf", point_cloud=pcd, train_cameras=train, test_cameras=test,
                      extent=points_extent(pcd.points), extras=extras)
