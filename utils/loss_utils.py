@@ -50,12 +50,14 @@ def ssim(img1: torch.Tensor, img2: torch.Tensor, mask: torch.Tensor | None = Non
     return masked_mean(ssim_map(img1, img2), mask)
 
 
-def depth_l1_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None, inverse: bool = False) -> torch.Tensor:
-    """L1 on depth (or inverse depth) over pixels that are valid and have ground truth (gt > 0)."""
+def depth_l1_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """L1 on depth over valid pixels with ground truth (gt > 0), divided by the mean valid ground-truth depth.
+
+    The normalisation makes the term unit-free, so one ``--lambda_depth`` works whether the
+    depth PNGs hold millimetres, 0.1 mm steps or 8-bit relative values.
+    """
     valid = (gt > 0).to(pred.dtype)
     if mask is not None:
         valid = valid * mask
-    if inverse:
-        pred = 1.0 / pred.clamp_min(1e-6)
-        gt = torch.where(gt > 0, 1.0 / gt.clamp_min(1e-6), gt)
-    return masked_mean((pred - gt).abs(), valid)
+    scale = masked_mean(gt, valid).detach().clamp_min(1e-8)
+    return masked_mean((pred - gt).abs(), valid) / scale
