@@ -25,8 +25,7 @@ from utils.dino_utils import HR_SHIFT_PX, META_CHECKED_FIELDS, DinoExtractor, re
 from utils.errors import UserError, run_cli
 from utils.feature_pca import (PCA_FIT_MAX_IMAGES, PCA_MAX_SAMPLES, PCA_SAMPLES_PER_IMAGE, PCA_SEED, basis_tensors,
                                evenly_spaced, fit_pca, fit_preview, preview_rgb, sample_vectors)
-from utils.feature_store import (FORMAT_VERSION, IMAGE_SUFFIXES, META_NAME, UPSAMPLE_MODES, compute_stored_features,
-                                 image_stem)
+from utils.feature_store import FORMAT_VERSION, IMAGE_SUFFIXES, META_NAME, UPSAMPLE_MODES, compute_stored_features
 from utils.image_utils import read_image, resize_image, save_image
 from utils.io_utils import load_npy, read_json, save_npy, write_json
 from utils.perceptual import mask_to_feature_res

@@ -26,6 +26,7 @@ import torch
 from utils.errors import UserError
 
 RANDOM_INIT_SEED = 0  # random weights are seeded so extraction and training build the same network
+INIT_STD = 0.02  # std of random weights (timm's ViT default scale)
 IGNORED_KEY_PREFIXES = ("head.", "fc_norm.", "mask_token")  # classifier / training-only entries
 MAX_KEYS_IN_MESSAGE = 3
 
@@ -121,10 +122,32 @@ def _torch_hub_checkpoint(timm_name: str) -> Path | None:
 
 
 def _new_model(timm_name: str, pretrained: bool) -> torch.nn.Module:
-    """timm ViT without classifier head, accepting any input size that is a multiple of the patch."""
+    """timm ViT without classifier head, accepting any input size that is a multiple of the patch.
+
+    timm's own initialisation is skipped (it takes seconds, and minutes for ViT-g): every
+    caller either loads all weights strictly or runs :func:`seeded_random_init`.
+    """
     import timm  # noqa: PLC0415
 
-    return timm.create_model(timm_name, pretrained=pretrained, num_classes=0, dynamic_img_size=True)
+    try:
+        return timm.create_model(timm_name, pretrained=pretrained, num_classes=0, dynamic_img_size=True,
+                                 weight_init="skip")
+    except TypeError:
+        raise UserError(f"model {timm_name}: not a timm VisionTransformer; use a DINO/DINOv2 ViT name") from None
+
+
+def seeded_random_init(model: torch.nn.Module, seed: int = RANDOM_INIT_SEED) -> None:
+    """Deterministic random weights: matrices, tokens and position embeddings ~ N(0, INIT_STD^2),
+    biases 0, other vectors (LayerNorm scales, layer-scale gammas) 1."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.ndim >= 2:
+                param.copy_(torch.randn(param.shape, generator=gen) * INIT_STD)
+            elif name.endswith("bias"):
+                param.zero_()
+            else:
+                param.fill_(1.0)
 
 
 def _cached_pretrained(timm_name: str) -> torch.nn.Module:
@@ -132,6 +155,8 @@ def _cached_pretrained(timm_name: str) -> torch.nn.Module:
     try:
         with hf_hub_offline():
             return _new_model(timm_name, pretrained=True)
+    except UserError:
+        raise
     except Exception as exc:  # offline misses surface as several hub/OS error types
         reason = f"{type(exc).__name__}"
     hub_file = _torch_hub_checkpoint(timm_name)
@@ -152,10 +177,9 @@ def create_dino_model(timm_name: str, weights: str | os.PathLike | None = None,
         raise UserError(f"{weights}: --weights and --random_init exclude each other; pass one of them")
     if random_init:
         warnings.warn(f"{timm_name}: RANDOM weights (random_init) -- features are meaningless; "
-                      "use this for tests and demos only", stacklevel=2)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_INIT_SEED)
-            model = _new_model(timm_name, pretrained=False)
+                      "use this for tests and demos only", stacklevel=3)
+        model = _new_model(timm_name, pretrained=False)
+        seeded_random_init(model)
     elif weights:
         model = _new_model(timm_name, pretrained=False)
         load_weights_into(model, read_state_dict(weights), str(weights))

@@ -12,7 +12,7 @@ import torch
 PCA_SEED = 0
 PCA_SAMPLES_PER_IMAGE = 4096  # feature vectors drawn from each image for fitting
 PCA_MAX_SAMPLES = 200_000  # cap on the fitting set (covariance cost is N * C^2)
-PCA_FIT_MAX_IMAGES = 64  # images (evenly spaced over the folder) used to fit a basis
+PCA_FIT_MAX_IMAGES = 16  # images (evenly spaced over the folder) used to fit a basis (each costs a forward pass)
 PREVIEW_COMPONENTS = 3  # RGB
 PREVIEW_PERCENTILES = (1.0, 99.0)  # colour range of each preview component, robust to outliers
 
