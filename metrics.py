@@ -25,6 +25,7 @@ from utils.loss_utils import ssim
 from utils.lpips_local import load_lpips
 
 MASK_DESCRIPTION_FILE = "mask_source.json"  # written by render.py: which mask the masks/ folder holds
+MASK_PROTOCOL = "render and ground truth multiplied by the mask, then scored over the whole image (EndoNeRF protocol)"
 
 
 def _tensor(path: Path) -> torch.Tensor:
@@ -59,6 +60,7 @@ def score_method(method_dir: Path, lpips_model) -> tuple[dict, dict]:
     if masks_dir.is_dir():
         src = method_dir / MASK_DESCRIPTION_FILE
         means["mask"] = read_json(src).get("mask", "masks") if src.is_file() else "masks"
+        means["mask_protocol"] = MASK_PROTOCOL
     else:
         means["mask"] = "none"
     means["num_views"] = len(names)

@@ -97,3 +97,17 @@ def preview_rgb(feats: torch.Tensor, preview: dict, scale: int = 1) -> np.ndarra
     if scale > 1:
         rgb = rgb.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)
     return (rgb.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+
+
+def feature_colorizer(features: torch.Tensor, max_samples: int = PCA_MAX_SAMPLES):
+    """One fixed PCA-to-RGB mapping fitted on [N,D] vectors (e.g. every Gaussian's feature).
+
+    Returns a function [D,H,W] feature map -> [H,W,3] uint8, so colours are stable across
+    views and time.
+    """
+    x = features.detach().float().reshape(-1, features.shape[-1]).cpu()
+    if x.shape[0] > max_samples:
+        g = torch.Generator().manual_seed(PCA_SEED)
+        x = x[torch.randperm(x.shape[0], generator=g)[:max_samples]]
+    preview = fit_preview(x)
+    return lambda fmap: preview_rgb(fmap, preview)

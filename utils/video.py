@@ -27,7 +27,7 @@ def render_sequence_video(out_dir: Path, cameras, gaussians, pipe, bg, feature_p
         pkg = render(cam, gaussians, pipe, bg)
         panels = [to_uint8(cam.original_image), to_uint8(pkg["render"]), colorize_depth(pkg["depth"], pkg["alpha"] > 0.5)]
         if feature_projector is not None and pkg["feature_map"] is not None:
-            panels.append(to_uint8(feature_projector(pkg["feature_map"])))
+            panels.append(feature_projector(pkg["feature_map"]))
         frames.append(np.concatenate(panels, axis=1))
     if not frames:
         raise UserError(f"{out_dir}: no cameras to render a video from")
