@@ -101,7 +101,8 @@ def read_colmap_scene(path: str | os.PathLike, args) -> SceneInfo:
     unregistered = _check_image_files(model, image_dir, model_dir)
     if unregistered:
         warnings.warn(
-            f"{image_dir}: {len(unregistered)} image(s) not registered by COLMAP are skipped: {short_list(unregistered)}",
+            f"{image_dir}: {len(unregistered)} image(s) not registered by COLMAP are skipped: "
+            f"{short_list(unregistered)}",
             stacklevel=2,
         )
     cams = build_cameras(model, image_dir, model_dir, bool(getattr(args, "eval", False)))

@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from plyfile import PlyData, PlyElement
+from plyfile import PlyData, PlyElement, PlyParseError
 
 from scene.dataset_readers import PointCloud
 from utils.errors import UserError
@@ -27,8 +27,9 @@ def read_points_ply(path: str | os.PathLike) -> PointCloud:
         xyz = np.stack([np.asarray(vertex[k], np.float64) for k in ("x", "y", "z")], axis=1)
     except FileNotFoundError:
         raise UserError(f"{path}: point cloud file not found") from None
-    except (KeyError, ValueError, IndexError, OSError, EOFError, TypeError) as exc:
-        raise UserError(f"{path}: not a readable point-cloud PLY with x y z vertices ({exc}); delete or replace it") from None
+    except (PlyParseError, KeyError, ValueError, IndexError, OSError, EOFError, TypeError) as exc:
+        raise UserError(f"{path}: not a readable point-cloud PLY with x y z vertices ({exc}); "
+                        "delete or replace it") from None
     names = {p.name for p in vertex.properties}
     if {"red", "green", "blue"} <= names:
         rgb = np.stack([np.asarray(vertex[k], np.float64) for k in ("red", "green", "blue")], axis=1) / 255.0
@@ -62,12 +63,18 @@ def write_points_ply(path: str | os.PathLike, points: np.ndarray, colors: np.nda
 
 
 def unique_image_names(rel_paths: list[str]) -> list[str]:
-    """Short names for images: the file stem, or the relative path without extension
-    (separators replaced by '_') when stems would collide."""
-    stems = [Path(p).stem for p in rel_paths]
-    if len(set(stems)) == len(stems):
-        return stems
-    return [str(Path(p).with_suffix("")).replace(os.sep, "_").replace("/", "_") for p in rel_paths]
+    """Short names for images: the file stem; the relative path without extension (separators -> '_')
+    when stems collide; plus '_<k>' for the k-th repeat of the same file."""
+    names = [Path(p).stem for p in rel_paths]
+    if len(set(names)) != len(names):
+        names = [str(Path(p).with_suffix("")).replace(os.sep, "_").replace("/", "_") for p in rel_paths]
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        k = seen.get(name, 0)
+        seen[name] = k + 1
+        out.append(name if k == 0 else f"{name}_{k}")
+    return out
 
 
 def list_images(folder: str | os.PathLike) -> list[str]:
