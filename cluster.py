@@ -2,7 +2,7 @@
 """Group a trained model's Gaussians by their per-Gaussian features.
 
     python cluster.py -m OUT --method kmeans|meanshift [--k 4] [--bandwidth auto|X]
-                      [--iteration N] [--min_opacity 0.05] [--xyz_weight 0.0]
+                      [--iteration N] [--min_opacity 0.05] [--xyz_weight 0.0] [--min_cluster_fraction 0.01]
 
 Writes OUT/clusters/: labels.npy ([N] int, -1 = not clustered), summary.json,
 clustered.ply (colour = cluster), cluster_XX.ply (one per cluster), and renders of
@@ -40,6 +40,8 @@ def build_parser():
     parser.add_argument("--iteration", type=int, default=-1)
     parser.add_argument("--min_opacity", type=float, default=0.05)
     parser.add_argument("--xyz_weight", type=float, default=0.0)
+    parser.add_argument("--min_cluster_fraction", type=float, default=0.01,
+                        help="mean shift: modes with fewer points than this fraction are merged into the nearest larger mode")
     parser.add_argument("--max_views", type=int, default=8, help="test views rendered per cluster image set")
     parser.add_argument("--no_render", action="store_true")
     parser.add_argument("--quiet", action="store_true")
@@ -82,7 +84,7 @@ def cluster_model(args, pipe) -> Path:
     feats = model.get_semantic.detach().cpu().numpy()[keep]
     xyz = model.get_xyz.detach().cpu().numpy()[keep]
     x = cluster_space(feats, xyz, args.xyz_weight)
-    res = run_clustering(x, args.method, args.k, args.bandwidth, seed=args.seed or 0)
+    res = run_clustering(x, args.method, args.k, args.bandwidth, seed=args.seed or 0, min_fraction=args.min_cluster_fraction)
     labels = np.full(model.num_points, -1, np.int64)
     labels[keep] = res.labels
     n_clusters = int(res.labels.max()) + 1

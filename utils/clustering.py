@@ -10,10 +10,11 @@ from sklearn.cluster import KMeans, MeanShift, estimate_bandwidth
 
 from utils.errors import UserError
 
-MEANSHIFT_FIT_SAMPLES = 5000  # mean shift is fitted on at most this many points, then every point is assigned
-BANDWIDTH_QUANTILE = 0.2  # sklearn estimate_bandwidth quantile for --bandwidth auto
+MEANSHIFT_FIT_SAMPLES = 2000  # mean shift is fitted on at most this many points (plenty for modes holding >= 1% of them), then every point is assigned
+BANDWIDTH_QUANTILE = 0.1  # sklearn estimate_bandwidth quantile for --bandwidth auto (below the within-cluster share of pairs of up to ~10 equal regions)
 BANDWIDTH_SAMPLES = 2000
 KMEANS_RESTARTS = 4
+MIN_CLUSTER_FRACTION = 0.01  # mean-shift modes holding fewer points than this fraction are merged into the nearest larger mode
 GOLDEN_RATIO = 0.618033988749895
 
 
@@ -44,7 +45,22 @@ def kmeans(x: np.ndarray, k: int, seed: int = 0) -> ClusterResult:
     return ClusterResult(km.labels_.astype(np.int64), km.cluster_centers_, {"method": "kmeans", "k": k, "inertia": float(km.inertia_)})
 
 
-def meanshift(x: np.ndarray, bandwidth: str | float, seed: int = 0) -> ClusterResult:
+def merge_small_clusters(x: np.ndarray, labels: np.ndarray, centers: np.ndarray, min_fraction: float):
+    """Drop modes with fewer than ``min_fraction`` of the points; reassign their points to the nearest kept mode.
+
+    Returns (labels [N] renumbered 0..K'-1 by decreasing size, centers [K', F], number of modes dropped).
+    """
+    sizes = np.bincount(labels, minlength=len(centers))
+    keep = np.flatnonzero(sizes >= max(min_fraction * len(x), 1))
+    if len(keep) == 0:
+        keep = np.array([int(sizes.argmax())])
+    keep = keep[np.argsort(-sizes[keep], kind="stable")]
+    kept_centers = centers[keep]
+    new = _nearest(x, kept_centers)
+    return new, kept_centers, len(centers) - len(keep)
+
+
+def meanshift(x: np.ndarray, bandwidth: str | float, seed: int = 0, min_fraction: float = MIN_CLUSTER_FRACTION) -> ClusterResult:
     """Mean shift with bin seeding, fitted on a subsample and then assigning every point to its nearest mode."""
     rng = np.random.default_rng(seed)
     fit_idx = rng.choice(len(x), size=min(len(x), MEANSHIFT_FIT_SAMPLES), replace=False)
@@ -58,11 +74,12 @@ def meanshift(x: np.ndarray, bandwidth: str | float, seed: int = 0) -> ClusterRe
         if bw <= 0:
             raise UserError(f"--bandwidth {bandwidth}: must be positive or 'auto'")
     ms = MeanShift(bandwidth=bw, bin_seeding=True, cluster_all=True).fit(sample)
-    centers = ms.cluster_centers_
-    labels = _nearest(x, centers)
+    labels, centers, dropped = merge_small_clusters(x, _nearest(x, ms.cluster_centers_), ms.cluster_centers_, min_fraction)
     info = {"method": "meanshift", "bandwidth": bw, "bandwidth_mode": "auto" if bandwidth == "auto" else "given",
             "fit_points": int(len(sample)), "assigned_points": int(len(x)), "bin_seeding": True,
-            "note": f"fitted on {len(sample)} of {len(x)} points (bin seeding), all points assigned to the nearest mode"}
+            "min_cluster_fraction": min_fraction, "small_modes_merged": dropped,
+            "note": f"fitted on {len(sample)} of {len(x)} points (bin seeding), all points assigned to the nearest mode; "
+                    f"{dropped} mode(s) with < {min_fraction:.1%} of the points merged into their nearest larger mode"}
     return ClusterResult(labels, centers, info)
 
 
@@ -75,12 +92,12 @@ def _nearest(x: np.ndarray, centers: np.ndarray, chunk: int = 65536) -> np.ndarr
     return out
 
 
-def run_clustering(x: np.ndarray, method: str, k: int, bandwidth, seed: int = 0) -> ClusterResult:
+def run_clustering(x: np.ndarray, method: str, k: int, bandwidth, seed: int = 0, min_fraction: float = MIN_CLUSTER_FRACTION) -> ClusterResult:
     t0 = time.perf_counter()
     if method == "kmeans":
         res = kmeans(x, k, seed)
     elif method == "meanshift":
-        res = meanshift(x, bandwidth, seed)
+        res = meanshift(x, bandwidth, seed, min_fraction)
     else:
         raise UserError(f"--method {method}: choose kmeans or meanshift")
     res.info["seconds"] = time.perf_counter() - t0
