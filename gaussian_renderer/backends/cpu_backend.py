@@ -11,6 +11,7 @@ constants are passed from there so the C++ code has no copies of them.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import shutil
 import warnings
@@ -25,10 +26,12 @@ EXT_DIR = Path(__file__).resolve().parents[2] / "submodules" / "cpu_rasterizer"
 JIT_BUILD_DIR = EXT_DIR / "build" / "jit"
 JIT_MODULE_NAME = "cpu_rasterizer_jit"
 # Keep in sync with submodules/cpu_rasterizer/setup.py. Portable flags only (no
-# -march=native: a build may run on another machine); no FMA contraction so the
-# float operations match the torch reference.
-CXX_FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off"]
+# -march=native: a build may run on another machine; AVX2 kernels are chosen at
+# run time); no FMA contraction so the float operations match the torch
+# reference; no errno / FP-trap semantics (they do not change any result).
+CXX_FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-Wno-psabi"]
 LD_FLAGS = ["-fopenmp"]
+KERNEL_ISA = 0  # kernel instruction set: 0 = AVX2 when the CPU has it, 1 = portable build, 2 = AVX2 (tests set 1)
 
 
 def _ensure_ninja_on_path() -> None:
@@ -42,20 +45,40 @@ def _ensure_ninja_on_path() -> None:
     os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
 
 
+def _import_cpp_extension():
+    """torch.utils.cpp_extension, without its CUDA_HOME notice on CPU-only machines."""
+    log = logging.getLogger("torch.utils.cpp_extension")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        import torch.utils.cpp_extension as cpp_extension
+    finally:
+        log.setLevel(level)
+    return cpp_extension
+
+
+def _needs_build(sources: list[Path]) -> bool:
+    """True when the JIT library is missing or older than a source / header."""
+    lib = JIT_BUILD_DIR / f"{JIT_MODULE_NAME}.so"
+    if not lib.exists():
+        return True
+    newest = max(p.stat().st_mtime for p in sources + list((EXT_DIR / "csrc").glob("*.h")))
+    return lib.stat().st_mtime < newest
+
+
 def _jit_build():
     """Compile (or reuse) the extension from the repository sources."""
-    from torch.utils.cpp_extension import load
-
-    sources = sorted(str(p) for p in (EXT_DIR / "csrc").glob("*.cpp"))
+    sources = sorted((EXT_DIR / "csrc").glob("*.cpp"))
     if not sources:
         raise RuntimeError(f"no C++ sources in {EXT_DIR / 'csrc'}")
+    cpp_extension = _import_cpp_extension()
     JIT_BUILD_DIR.mkdir(parents=True, exist_ok=True)
-    if not (JIT_BUILD_DIR / f"{JIT_MODULE_NAME}.so").exists():
+    if _needs_build(sources):
         print("building the C++ CPU rasterizer (first use, ~1 min)...", flush=True)
     _ensure_ninja_on_path()
-    return load(
+    return cpp_extension.load(
         name=JIT_MODULE_NAME,
-        sources=sources,
+        sources=[str(p) for p in sources],
         extra_cflags=CXX_FLAGS,
         extra_ldflags=LD_FLAGS,
         build_directory=str(JIT_BUILD_DIR),
@@ -90,24 +113,31 @@ class _CompositeCPU(torch.autograd.Function):
     def forward(ctx, means2d, conics, opacities, colors, depths, radii, width, height, tile, threads):
         ext = _extension()
         image, alpha, final_t, n_contrib, gauss_ids, offsets = ext.forward(
-            means2d, conics, opacities, colors, depths, radii, width, height, tile, ALPHA_MAX, ALPHA_MIN, T_MIN, threads
+            means2d, conics, opacities, colors, depths, radii, width, height, tile, ALPHA_MAX, ALPHA_MIN, T_MIN,
+            threads, KERNEL_ISA,
         )
         ctx.save_for_backward(means2d, conics, opacities, colors, gauss_ids, offsets, final_t, n_contrib)
-        ctx.grid = (width, height, tile, threads)
+        ctx.settings = (width, height, tile, threads, KERNEL_ISA)
         return image, alpha
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_image, grad_alpha):
         means2d, conics, opacities, colors, gauss_ids, offsets, final_t, n_contrib = ctx.saved_tensors
-        width, height, tile, threads = ctx.grid
+        width, height, tile, threads, isa = ctx.settings
         grad_image = grad_image.to(colors.dtype).contiguous()
         grad_alpha = grad_alpha.to(colors.dtype).contiguous()
         d_means, d_conics, d_opac, d_colors = _extension().backward(
             means2d, conics, opacities, colors, gauss_ids, offsets, final_t, n_contrib,
-            grad_image, grad_alpha, width, height, tile, ALPHA_MAX, ALPHA_MIN, T_MIN, threads,
+            grad_image, grad_alpha, width, height, tile, ALPHA_MAX, ALPHA_MIN, T_MIN, threads, isa,
         )
         return d_means, d_conics, d_opac, d_colors, None, None, None, None, None, None
+
+
+def _sort_keys(depths: torch.Tensor) -> torch.Tensor:
+    """[N] depths as a contiguous floating tensor (float32 / float64 kept as is: same order and ties)."""
+    depths = depths.detach()
+    return (depths if depths.is_floating_point() else depths.double()).contiguous()
 
 
 def rasterize(means2d, conics, opacities, colors, depths, radii, width: int, height: int, tile: int = TILE_SIZE):
@@ -129,7 +159,7 @@ def rasterize(means2d, conics, opacities, colors, depths, radii, width: int, hei
         conics.to(dtype).contiguous(),
         opacities.to(dtype).contiguous(),
         colors.to(dtype).contiguous(),
-        depths.detach().contiguous(),
+        _sort_keys(depths),
         radii.to(torch.int32).contiguous(),
         int(width),
         int(height),

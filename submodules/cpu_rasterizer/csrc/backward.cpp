@@ -1,4 +1,5 @@
-// Backward compositing: one OpenMP task per tile, Gaussians back to front.
+// Backward compositing: one OpenMP task per tile, Gaussians back to front, the
+// same row-chunk walk as the forward pass (one SIMD vector per chunk).
 //
 // For a pixel with weights w_i = alpha_i T_i, out = sum_i w_i col_i, A = sum_i w_i
 // and upstream gradients g (colour) and gA (alpha), let cg_i = col_i . g + gA and
@@ -6,241 +7,284 @@
 //   dL/dcol_i   = w_i g
 //   dL/dalpha_i = T_i cg_i - S_i / (1 - alpha_i)
 // T_i is recovered back to front from the final transmittance: T_i = T_{i+1} / (1 - alpha_i).
-// Per-Gaussian sums of a tile are added to the shared gradients under a
-// striped spin lock (no per-thread copies of the gradient buffers).
-#include <atomic>
-#include <memory>
+// alpha_i = min(alpha_max, o e^power): no gradient to o or power where clamped.
+// Per-Gaussian sums over a tile go to that (tile, Gaussian) pair's slot and are
+// reduced in a fixed order (grad_slots.h): results are bit-reproducible.
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
+#include "grad_slots.h"
 #include "tile_common.h"
 
 namespace cpu_rasterizer {
 namespace {
 
-constexpr int64_t kLockStripes = 4096;  // power of two: Gaussian g uses lock g & (kLockStripes - 1)
-
-class StripedLocks {
-   public:
-    StripedLocks() : flags_(new std::atomic<bool>[kLockStripes]) {
-        for (int64_t i = 0; i < kLockStripes; ++i) flags_[i].store(false, std::memory_order_relaxed);
-    }
-    void lock(int64_t key) {
-        std::atomic<bool>& f = flags_[key & (kLockStripes - 1)];
-        while (f.exchange(true, std::memory_order_acquire)) {
-            while (f.load(std::memory_order_relaxed)) {
-            }
-        }
-    }
-    void unlock(int64_t key) { flags_[key & (kLockStripes - 1)].store(false, std::memory_order_release); }
-
-   private:
-    std::unique_ptr<std::atomic<bool>[]> flags_;
+// Lane-wise sums of one Gaussian over the chunks of one tile: the geometric
+// terms are vector locals of the inlined tile loop, the colour sums ([C][lanes])
+// live in scratch memory.
+template <typename V>
+struct GeoSums {
+    V mx{}, my{}, a{}, b{}, c{}, o{};  // dpower * d(power)/d(.) pieces, signs applied at commit
 };
 
-template <typename scalar_t>
-struct Gradients {
-    scalar_t* means2d;    // [N, 2]
-    scalar_t* conics;     // [N, 3]
-    scalar_t* opacities;  // [N]
-    scalar_t* colors;     // [N, C]
-};
-
-// Upstream gradients and forward state of the whole image.
-template <typename scalar_t>
-struct BackwardInputs {
-    const scalar_t* grad_image;  // [C, H, W]
-    const scalar_t* grad_alpha;  // [H, W]
-    const double* final_t;       // [H, W]
-    const int32_t* n_contrib;    // [H, W]
-};
-
-// Sums of one Gaussian over the pixels of one tile.
 template <typename scalar_t>
 struct Partial {
-    double mx, my, a, b, c, o;
-    std::vector<scalar_t> color;  // [C]
-    bool touched;
+    int64_t lanes;
+    std::vector<scalar_t> color;  // [C][lanes]
+    bool touched = false;
 
-    explicit Partial(int64_t channels) : color(channels) { clear(); }
+    Partial(int64_t lanes_, int64_t channels) : lanes(lanes_), color(channels * lanes_) {}
     void clear() {
-        mx = my = a = b = c = o = 0.0;
         std::fill(color.begin(), color.end(), scalar_t(0));
         touched = false;
     }
 };
 
+// Per-thread working memory of one tile, laid out by ChunkLayout.
 template <typename scalar_t>
 struct BackwardScratch {
-    std::vector<double> trans;         // [P] transmittance after the current Gaussian
-    std::vector<double> later;         // [P] S: sum over later contributors of w cg
-    std::vector<int32_t> last;         // [P] 1 + list position of the last contributor
-    std::vector<scalar_t> grad;        // [C, P] upstream colour gradient
-    std::vector<scalar_t> grad_alpha;  // [P]
-    std::vector<int32_t> row_last;     // [tile] max of last over the row
-    std::vector<scalar_t> alpha, gauss, cg, weight;  // [tile] row span buffers
+    ChunkLayout layout;
+    std::vector<double> trans;         // transmittance after the current Gaussian
+    std::vector<scalar_t> later;       // S: sum over later contributors of w cg
+    std::vector<int32_t> last;         // 1 + list position of the last contributor (0 outside the image)
+    std::vector<int32_t> last_max;     // [chunks] max of last over the chunk
+    std::vector<scalar_t> grad;        // [C][pixels] upstream colour gradient
+    std::vector<scalar_t> grad_alpha;  // upstream alpha gradient
     Partial<scalar_t> part;
 
-    BackwardScratch(int64_t tile, int64_t channels)
-        : trans(tile * tile), later(tile * tile), last(tile * tile), grad(channels * tile * tile),
-          grad_alpha(tile * tile), row_last(tile), alpha(tile), gauss(tile), cg(tile), weight(tile), part(channels) {}
+    BackwardScratch(int64_t tile, int64_t lanes, int64_t channels)
+        : layout(tile, lanes), trans(layout.n_pixels()), later(layout.n_pixels()), last(layout.n_pixels()),
+          last_max(layout.n_chunks), grad(channels * layout.n_pixels()), grad_alpha(layout.n_pixels()),
+          part(lanes, channels) {}
 
-    // Load the tile's forward state and upstream gradients; returns the longest contributor count.
+    // Load tile v's forward state and upstream gradients; returns the longest contributor count.
     int32_t load(const TileView& v, const BackwardInputs<scalar_t>& bi, const Grid& grid, int64_t channels) {
-        const int64_t plane = grid.tile * grid.tile, hw = grid.width * grid.height;
-        std::fill(row_last.begin(), row_last.end(), 0);
+        const int64_t hw = grid.width * grid.height, plane = layout.n_pixels();
+        std::fill(trans.begin(), trans.end(), 0.0);
+        std::fill(later.begin(), later.end(), scalar_t(0));
         std::fill(last.begin(), last.end(), 0);
+        std::fill(grad.begin(), grad.end(), scalar_t(0));
+        std::fill(grad_alpha.begin(), grad_alpha.end(), scalar_t(0));
+        const int32_t count = static_cast<int32_t>(v.count);
         int32_t longest = 0;
-        for (int64_t r = 0; r < v.rows; ++r) {
-            const int64_t dst = r * grid.tile, src = (v.y0 + r) * grid.width + v.x0;
+        for (int64_t q = 0; q < layout.n_chunks; ++q) {
+            const int64_t n = layout.valid_lanes(v, q), dst = q * layout.lanes;
+            last_max[q] = 0;
+            if (n == 0) continue;
+            const int64_t src = layout.image_offset(v, q, grid);
+            std::copy_n(bi.final_t + src, n, trans.data() + dst);
+            std::copy_n(bi.grad_alpha + src, n, grad_alpha.data() + dst);
             for (int64_t ch = 0; ch < channels; ++ch)
-                std::copy_n(bi.grad_image + ch * hw + src, v.cols, grad.data() + ch * plane + dst);
-            std::copy_n(bi.grad_alpha + src, v.cols, grad_alpha.data() + dst);
-            std::copy_n(bi.final_t + src, v.cols, trans.data() + dst);
-            std::copy_n(bi.n_contrib + src, v.cols, last.data() + dst);
-            for (int64_t c = 0; c < v.cols; ++c) last[dst + c] = std::min<int32_t>(last[dst + c], v.count);
-            std::fill_n(later.data() + dst, v.cols, 0.0);
-            row_last[r] = *std::max_element(last.data() + dst, last.data() + dst + v.cols);
-            longest = std::max(longest, row_last[r]);
+                std::copy_n(bi.grad_image + ch * hw + src, n, grad.data() + ch * plane + dst);
+            for (int64_t i = 0; i < n; ++i) {
+                last[dst + i] = std::min(bi.n_contrib[src + i], count);
+                last_max[q] = std::max(last_max[q], last[dst + i]);
+            }
+            longest = std::max(longest, last_max[q]);
         }
         return longest;
     }
 };
 
-// cg = gA + sum_c col[c] g[c] over a row span (vectorisable over pixels).
-template <typename scalar_t>
-void colour_dot(BackwardScratch<scalar_t>& s, int64_t p0, int64_t n, const scalar_t* __restrict__ color,
-                int64_t channels, int64_t plane) {
-    scalar_t* __restrict__ cg = s.cg.data();
-    std::copy_n(s.grad_alpha.data() + p0, n, cg);
-    for (int64_t ch = 0; ch < channels; ++ch) {
-        const scalar_t* __restrict__ g = s.grad.data() + ch * plane + p0;
-        const scalar_t cc = color[ch];
-        for (int64_t i = 0; i < n; ++i) cg[i] += cc * g[i];
-    }
-}
-
-// Gradients of one row span of Gaussian g at list position k.
-template <typename scalar_t>
-void backward_span(BackwardScratch<scalar_t>& s, const PackedGaussian<scalar_t>& g, const Thresholds<scalar_t>& th,
-                   int64_t k, int64_t p0, int64_t n, scalar_t x_first, scalar_t py, int64_t channels,
-                   int64_t plane) {
+// Gradients of Gaussian g (list position k) over chunk q.
+template <typename scalar_t, int kBytes, int kC>
+CR_INLINE void backward_chunk(BackwardScratch<scalar_t>& s, const PackedGaussian<scalar_t>& g,
+                              const scalar_t* color, ChannelCount<kC> channels, const Thresholds<scalar_t>& th, int64_t q,
+                              int64_t x_first, scalar_t py, int32_t k,
+                              GeoSums<typename Simd<scalar_t, kBytes>::V>& geo) {
+    using S = Simd<scalar_t, kBytes>;
+    using V = typename S::V;
+    using M = typename S::M;
+    using TR = Trans<scalar_t, kBytes>;
+    const int64_t o = q * S::W, plane = s.layout.n_pixels();
+    V al, gauss;
+    const V px = chunk_centres<scalar_t, kBytes>(x_first);
+    const M keep = eval_chunk<scalar_t, kBytes>(g, px, py, th, al, gauss);
+    const M active = keep & mask_of<M>(load<typename S::I>(s.last.data() + o) > k);
+    if (!any(active)) return;
     Partial<scalar_t>& part = s.part;
-    bool any = false;
-    const scalar_t dy = g.my - py;
-    for (int64_t i = 0; i < n; ++i) {
-        const int64_t p = p0 + i;
-        const scalar_t al = s.alpha[i];
-        s.weight[i] = scalar_t(0);
-        if (al == scalar_t(0) || k >= s.last[p]) continue;
-        const scalar_t one_minus = scalar_t(1) - al;
-        const double t_before = s.trans[p] / static_cast<double>(one_minus);
-        s.trans[p] = t_before;
-        const scalar_t w = al * static_cast<scalar_t>(t_before);
-        s.weight[i] = w;
-        any = true;
-        const double cg = static_cast<double>(s.cg[i]);
-        const double d_alpha = t_before * cg - s.later[p] / static_cast<double>(one_minus);
-        s.later[p] += static_cast<double>(w) * cg;
-        const scalar_t e = s.gauss[i];
-        if (!(g.o * e <= th.alpha_max)) continue;  // clamped at alpha_max: no gradient to o or power
-        part.o += static_cast<double>(e) * d_alpha;
-        const double d_power = static_cast<double>(g.o * e) * d_alpha;
-        const double dx = static_cast<double>(g.mx - ((x_first + static_cast<scalar_t>(i)) + scalar_t(0.5)));
-        const double dyd = static_cast<double>(dy);
-        part.mx -= d_power * (static_cast<double>(g.a) * dx + static_cast<double>(g.b) * dyd);
-        part.my -= d_power * (static_cast<double>(g.c) * dyd + static_cast<double>(g.b) * dx);
-        part.a -= 0.5 * d_power * dx * dx;
-        part.b -= d_power * dx * dyd;
-        part.c -= 0.5 * d_power * dyd * dyd;
-    }
-    if (!any) return;
     part.touched = true;
-    for (int64_t ch = 0; ch < channels; ++ch) {
-        const scalar_t* __restrict__ gr = s.grad.data() + ch * plane + p0;
-        scalar_t sum = scalar_t(0);
-        for (int64_t i = 0; i < n; ++i) sum += s.weight[i] * gr[i];
-        part.color[ch] += sum;
-    }
+    const V one_minus = scalar_t(1) - select(active, al, V{});  // exactly 1 on inactive lanes: T / 1
+    const typename TR::T t_before = TR::div(TR::load(s.trans.data() + o), one_minus);
+    TR::store(s.trans.data() + o, t_before);
+    const V t = TR::narrow(t_before);
+    const V w = select(active, al * t, V{});
+    const scalar_t* grad = s.grad.data() + o;
+    V cg = load<V>(s.grad_alpha.data() + o);
+    for (int64_t ch = 0; ch < channels.n(); ++ch) cg += color[ch] * load<V>(grad + ch * plane);
+    const V later = load<V>(s.later.data() + o);
+    const V d_alpha = select(active, t * cg - later / one_minus, V{});
+    store(s.later.data() + o, later + w * cg);
+    const V raw = g.o * gauss;
+    const V d_raw = select(active & (raw <= th.alpha_max), d_alpha, V{});
+    const V d_power = raw * d_raw;
+    const V dx = g.mx - px;
+    const scalar_t dy = g.my - py;
+    geo.mx += d_power * (g.a * dx + g.b * dy);
+    geo.my += d_power * (g.c * dy + g.b * dx);
+    geo.a += d_power * (dx * dx);
+    geo.b += d_power * (dx * dy);
+    geo.c += d_power * (dy * dy);
+    geo.o += gauss * d_raw;
+    scalar_t* dcol = part.color.data();
+    for (int64_t ch = 0; ch < channels.n(); ++ch) add_to(dcol + ch * S::W, w * load<V>(grad + ch * plane));
 }
 
+// The slots of one tile: slot k belongs to the tile's k-th Gaussian.
 template <typename scalar_t>
-void commit(const Partial<scalar_t>& part, int32_t gid, int64_t channels, const Gradients<scalar_t>& out,
-            StripedLocks& locks) {
-    locks.lock(gid);
-    out.means2d[2 * gid] += static_cast<scalar_t>(part.mx);
-    out.means2d[2 * gid + 1] += static_cast<scalar_t>(part.my);
-    out.conics[3 * gid] += static_cast<scalar_t>(part.a);
-    out.conics[3 * gid + 1] += static_cast<scalar_t>(part.b);
-    out.conics[3 * gid + 2] += static_cast<scalar_t>(part.c);
-    out.opacities[gid] += static_cast<scalar_t>(part.o);
-    scalar_t* dst = out.colors + static_cast<int64_t>(gid) * channels;
-    for (int64_t ch = 0; ch < channels; ++ch) dst[ch] += part.color[ch];
-    locks.unlock(gid);
+struct TileSlots {
+    scalar_t* data;  // [count, stride]
+    int32_t* stamp;  // [count]
+    int64_t stride;
+    int32_t mark;  // 1 + batch index
+};
+
+// power = -0.5 (a dx^2 + c dy^2) - b dx dy, dx = mean_x - px: apply the derivative signs and store.
+template <typename scalar_t, int kBytes, int kC>
+CR_INLINE void commit(const GeoSums<typename Simd<scalar_t, kBytes>::V>& geo, const Partial<scalar_t>& part,
+                      int64_t k, ChannelCount<kC> channels, const TileSlots<scalar_t>& slots) {
+    using V = typename Simd<scalar_t, kBytes>::V;
+    using G = GradSlots<scalar_t>;
+    constexpr int64_t W = Simd<scalar_t, kBytes>::W;
+    scalar_t* dst = slots.data + k * slots.stride;
+    dst[G::kMx] = static_cast<scalar_t>(-hsum(geo.mx));
+    dst[G::kMy] = static_cast<scalar_t>(-hsum(geo.my));
+    dst[G::kA] = static_cast<scalar_t>(-0.5 * hsum(geo.a));
+    dst[G::kB] = static_cast<scalar_t>(-hsum(geo.b));
+    dst[G::kC] = static_cast<scalar_t>(-0.5 * hsum(geo.c));
+    dst[G::kO] = static_cast<scalar_t>(hsum(geo.o));
+    for (int64_t ch = 0; ch < channels.n(); ++ch)
+        dst[G::kColor + ch] = static_cast<scalar_t>(hsum(load<V>(part.color.data() + ch * W)));
+    slots.stamp[k] = slots.mark;
 }
 
-template <typename scalar_t>
-void backward_tile(const TileView& v, const RasterInputs<scalar_t>& in, const BackwardInputs<scalar_t>& bi,
-                   BackwardScratch<scalar_t>& s, const Gradients<scalar_t>& out, StripedLocks& locks) {
-    const int64_t tile = in.grid.tile, plane = tile * tile, channels = in.channels;
-    const int32_t longest = s.load(v, bi, in.grid, channels);
-    for (int64_t k = longest - 1; k >= 0; --k) {
+template <typename scalar_t, int kBytes, int kC>
+CR_INLINE void backward_tile_body(const TileView& v, const RasterInputs<scalar_t>& in,
+                                  const BackwardInputs<scalar_t>& bi, BackwardScratch<scalar_t>& s,
+                                  const TileSlots<scalar_t>& slots) {
+    constexpr int64_t W = Simd<scalar_t, kBytes>::W;
+    const ChannelCount<kC> channels{in.channels};
+    const int64_t per_row = s.layout.per_row;
+    const int32_t longest = s.load(v, bi, in.grid, in.channels);
+    for (int64_t k = longest - 1; k >= longest - kPrefetchAhead; --k) prefetch_gaussian(in, v, k);
+    for (int32_t k = longest - 1; k >= 0; --k) {
+        prefetch_gaussian(in, v, k - kPrefetchAhead);
         const int32_t gid = v.ids[k];
-        const PackedGaussian<scalar_t>& g = in.packed[gid];
+        const PackedGaussian<scalar_t> g = in.packed[gid];  // a local copy: no aliasing with the scratch stores
         int64_t r0, r1;
-        if (g.never || !support_rows(g, v.y0, v.rows, r0, r1)) continue;
-        const scalar_t* color = in.colors + static_cast<int64_t>(gid) * channels;
-        s.part.clear();
+        if (!tile_rows(g, v, r0, r1)) continue;
+        const scalar_t* color = in.colors + static_cast<int64_t>(gid) * in.channels;
+        GeoSums<typename Simd<scalar_t, kBytes>::V> geo;
         for (int64_t r = r0; r <= r1; ++r) {
-            if (s.row_last[r] <= k) continue;
             const double py = static_cast<double>(v.y0 + r) + 0.5;
             int64_t c0, c1;
             if (!support_cols(g, py, v.x0, v.cols, c0, c1)) continue;
-            const int64_t n = c1 - c0 + 1, p0 = r * tile + c0;
-            const scalar_t x_first = static_cast<scalar_t>(v.x0 + c0);
-            alpha_row(g, x_first, static_cast<scalar_t>(py), n, in.th, s.alpha.data(), s.gauss.data());
-            colour_dot(s, p0, n, color, channels, plane);
-            backward_span(s, g, in.th, k, p0, n, x_first, static_cast<scalar_t>(py), channels, plane);
+            for (int64_t j = c0 / W; j <= c1 / W; ++j) {
+                const int64_t q = r * per_row + j;
+                if (s.last_max[q] <= k) continue;
+                backward_chunk<scalar_t, kBytes, kC>(s, g, color, channels, in.th, q, v.x0 + j * W,
+                                                 static_cast<scalar_t>(py), k, geo);
+            }
         }
-        if (s.part.touched) commit(s.part, gid, channels, out, locks);
+        if (s.part.touched) {
+            commit<scalar_t, kBytes, kC>(geo, s.part, k, channels, slots);
+            s.part.clear();
+        }
+    }
+}
+
+// Channel-count dispatch (always inlined, so it inherits the caller's instruction set).
+template <typename scalar_t, int kBytes>
+CR_INLINE void backward_tile(const TileView& v, const RasterInputs<scalar_t>& in, const BackwardInputs<scalar_t>& bi,
+                             BackwardScratch<scalar_t>& s, const TileSlots<scalar_t>& slots) {
+    static_assert(kMaxUnrolledChannels == 4, "update the cases below");
+    switch (in.channels) {
+        case 1: return backward_tile_body<scalar_t, kBytes, 1>(v, in, bi, s, slots);
+        case 2: return backward_tile_body<scalar_t, kBytes, 2>(v, in, bi, s, slots);
+        case 3: return backward_tile_body<scalar_t, kBytes, 3>(v, in, bi, s, slots);
+        case 4: return backward_tile_body<scalar_t, kBytes, 4>(v, in, bi, s, slots);
+        default: return backward_tile_body<scalar_t, kBytes, 0>(v, in, bi, s, slots);
     }
 }
 
 template <typename scalar_t>
-void backward_all(const RasterInputs<scalar_t>& in, const Bins& bins, const BackwardInputs<scalar_t>& bi,
-                  const Gradients<scalar_t>& out, int num_threads) {
-    const std::vector<int64_t> tiles = busy_tiles(bins);
-    const int64_t n_busy = static_cast<int64_t>(tiles.size());
-    StripedLocks locks;
-#pragma omp parallel num_threads(num_threads)
-    {
-        BackwardScratch<scalar_t> scratch(in.grid.tile, in.channels);
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t i = 0; i < n_busy; ++i)
-            backward_tile(tile_view(in.grid, bins, tiles[i]), in, bi, scratch, out, locks);
-    }
+void backward_tile_portable(const TileView& v, const RasterInputs<scalar_t>& in, const BackwardInputs<scalar_t>& bi,
+                            BackwardScratch<scalar_t>& s, const TileSlots<scalar_t>& slots) {
+    backward_tile<scalar_t, kPortableBytes>(v, in, bi, s, slots);
+}
+
+#if CPU_RASTERIZER_X86
+template <typename scalar_t>
+CR_TARGET_AVX2 void backward_tile_avx2(const TileView& v, const RasterInputs<scalar_t>& in,
+                                       const BackwardInputs<scalar_t>& bi, BackwardScratch<scalar_t>& s,
+                                       const TileSlots<scalar_t>& slots) {
+    backward_tile<scalar_t, kAvx2Bytes>(v, in, bi, s, slots);
+}
+#endif
+
+// Thread t of T owns Gaussians [n t / T, n (t + 1) / T) for zeroing and reduction.
+inline void owned_range(int64_t n, int64_t& lo, int64_t& hi) {
+#ifdef _OPENMP
+    const int64_t t = omp_get_thread_num(), team = omp_get_num_threads();
+#else
+    const int64_t t = 0, team = 1;
+#endif
+    lo = n * t / team;
+    hi = n * (t + 1) / team;
 }
 
 }  // namespace
 
-std::vector<torch::Tensor> composite_backward(const torch::Tensor& means2d, const torch::Tensor& conics,
-                                              const torch::Tensor& opacities, const torch::Tensor& colors,
-                                              const Bins& bins, const torch::Tensor& final_t,
-                                              const torch::Tensor& n_contrib, const torch::Tensor& grad_image,
-                                              const torch::Tensor& grad_alpha, const Grid& grid, double alpha_max,
-                                              double alpha_min, double t_min, int num_threads) {
-    torch::Tensor d_means = torch::zeros_like(means2d);
-    torch::Tensor d_conics = torch::zeros_like(conics);
-    torch::Tensor d_opac = torch::zeros_like(opacities);
-    torch::Tensor d_colors = torch::zeros_like(colors);
-    AT_DISPATCH_FLOATING_TYPES(colors.scalar_type(), "cpu_rasterizer_backward", [&] {
-        const RasterInputs<scalar_t> in = make_inputs<scalar_t>(means2d, conics, opacities, colors, grid, alpha_max,
-                                                                alpha_min, t_min, num_threads);
-        const BackwardInputs<scalar_t> bi{grad_image.data_ptr<scalar_t>(), grad_alpha.data_ptr<scalar_t>(),
-                                          final_t.data_ptr<double>(), n_contrib.data_ptr<int32_t>()};
-        const Gradients<scalar_t> out{d_means.data_ptr<scalar_t>(), d_conics.data_ptr<scalar_t>(),
-                                      d_opac.data_ptr<scalar_t>(), d_colors.data_ptr<scalar_t>()};
-        backward_all(in, bins, bi, out, num_threads);
-    });
-    return {d_means, d_conics, d_opac, d_colors};
+template <typename scalar_t>
+void composite_backward(const GaussianArrays<scalar_t>& gs, const BinsView& bins, const Grid& grid,
+                        const Thresholds<scalar_t>& th, const BackwardInputs<scalar_t>& bi,
+                        const Gradients<scalar_t>& out, Isa isa, int num_threads) {
+    auto* tile_fn = &backward_tile_portable<scalar_t>;
+    int64_t lanes = Simd<scalar_t, kPortableBytes>::W;
+#if CPU_RASTERIZER_X86
+    if (use_avx2(isa)) {
+        tile_fn = &backward_tile_avx2<scalar_t>;
+        lanes = Simd<scalar_t, kAvx2Bytes>::W;
+    }
+#endif
+    RasterInputs<scalar_t> in = make_inputs(gs, grid, th);
+    const int64_t n_tiles = grid.n_tiles(), channels = gs.channels;
+    const int64_t capacity = slot_capacity(bins.offsets, n_tiles, GradSlots<scalar_t>::kColor + channels,
+                                           channels * grid.width * grid.height);
+    const std::vector<SlotBatch> batches = slot_batches(bins.offsets, n_tiles, capacity);
+    std::vector<std::vector<int64_t>> batch_tiles;  // non-empty tiles of each batch, longest first
+    for (const SlotBatch& b : batches) batch_tiles.push_back(tile_order(bins, b.tile_begin, b.tile_end, false));
+    GradSlots<scalar_t> slots(capacity, channels);
+    const int team = threads_for(std::max(bins.offsets[n_tiles], gs.n), num_threads);
+#pragma omp parallel num_threads(team)
+    {
+        pack_all(in, gs);
+        BackwardScratch<scalar_t> scratch(grid.tile, lanes, channels);
+        int64_t lo, hi;
+        owned_range(gs.n, lo, hi);
+        zero_gradients(out, lo, hi, channels);
+        for (size_t b = 0; b < batches.size(); ++b) {
+            const std::vector<int64_t>& tiles = batch_tiles[b];
+            const int32_t mark = static_cast<int32_t>(b) + 1;
+#pragma omp for schedule(dynamic, 1)
+            for (size_t i = 0; i < tiles.size(); ++i) {
+                const int64_t first = bins.offsets[tiles[i]] - batches[b].pair_begin;
+                const TileSlots<scalar_t> tile_slots{slots.data.data() + first * slots.stride,
+                                                     slots.stamp.data() + first, slots.stride, mark};
+                tile_fn(tile_view(grid, bins, tiles[i]), in, bi, scratch, tile_slots);
+            }  // implicit barrier: every slot of the batch is written
+            reduce_slots(slots, batches[b], mark - 1, bins.gauss_ids, lo, hi, out, channels);
+#pragma omp barrier
+        }
+    }
 }
+
+template void composite_backward<float>(const GaussianArrays<float>&, const BinsView&, const Grid&,
+                                        const Thresholds<float>&, const BackwardInputs<float>&,
+                                        const Gradients<float>&, Isa, int);
+template void composite_backward<double>(const GaussianArrays<double>&, const BinsView&, const Grid&,
+                                         const Thresholds<double>&, const BackwardInputs<double>&,
+                                         const Gradients<double>&, Isa, int);
 
 }  // namespace cpu_rasterizer

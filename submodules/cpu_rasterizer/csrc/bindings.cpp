@@ -1,4 +1,7 @@
 // Python bindings with input validation (every check names the offending argument).
+// The only translation unit that includes torch.
+#include <torch/extension.h>
+
 #include "rasterizer.h"
 
 namespace cpu_rasterizer {
@@ -44,21 +47,34 @@ int64_t check_gaussians(const torch::Tensor& means2d, const torch::Tensor& conic
     return n;
 }
 
-Bins checked_bins(const torch::Tensor& gauss_ids, const torch::Tensor& offsets, const Grid& grid, int64_t n) {
+BinsView checked_bins(const torch::Tensor& gauss_ids, const torch::Tensor& offsets, const Grid& grid, int64_t n) {
     check_cpu_contiguous(gauss_ids, "gauss_ids");
     check_cpu_contiguous(offsets, "offsets");
     TORCH_CHECK(gauss_ids.scalar_type() == torch::kInt32 && gauss_ids.dim() == 1, "gauss_ids must be 1-D int32");
     TORCH_CHECK(offsets.scalar_type() == torch::kInt64, "offsets must be int64");
     check_shape(offsets, "offsets", {grid.n_tiles() + 1});
-    TORCH_CHECK(offsets[grid.n_tiles()].item<int64_t>() == gauss_ids.numel(), "offsets do not match gauss_ids");
-    if (gauss_ids.numel() > 0)
-        TORCH_CHECK(gauss_ids.min().item<int32_t>() >= 0 && gauss_ids.max().item<int32_t>() < n,
-                    "gauss_ids out of range");
-    return {gauss_ids, offsets};
+    const int64_t* off = offsets.data_ptr<int64_t>();
+    TORCH_CHECK(off[0] == 0 && off[grid.n_tiles()] == gauss_ids.numel(), "offsets do not match gauss_ids");
+    for (int64_t t = 0; t < grid.n_tiles(); ++t) TORCH_CHECK(off[t] <= off[t + 1], "offsets must be non-decreasing");
+    const int32_t* ids = gauss_ids.data_ptr<int32_t>();
+    for (int64_t i = 0; i < gauss_ids.numel(); ++i) TORCH_CHECK(ids[i] >= 0 && ids[i] < n, "gauss_ids out of range");
+    return {ids, off};
+}
+
+template <typename scalar_t>
+GaussianArrays<scalar_t> arrays(const torch::Tensor& means2d, const torch::Tensor& conics,
+                                const torch::Tensor& opacities, const torch::Tensor& colors) {
+    return {means2d.data_ptr<scalar_t>(), conics.data_ptr<scalar_t>(), opacities.data_ptr<scalar_t>(),
+            colors.data_ptr<scalar_t>(),  colors.size(0),                colors.size(1)};
+}
+
+template <typename scalar_t>
+Thresholds<scalar_t> thresholds(double alpha_max, double alpha_min, double t_min) {
+    return {static_cast<scalar_t>(alpha_max), static_cast<scalar_t>(alpha_min), static_cast<scalar_t>(t_min)};
 }
 
 std::vector<torch::Tensor> bin(const torch::Tensor& means2d, const torch::Tensor& radii, const torch::Tensor& depths,
-                               int64_t width, int64_t height, int64_t tile, int64_t num_threads) {
+                               int64_t width, int64_t height, int64_t tile) {
     const Grid grid = checked_grid(width, height, tile);
     check_cpu_contiguous(means2d, "means2d");
     TORCH_CHECK(means2d.scalar_type() == torch::kFloat32 || means2d.scalar_type() == torch::kFloat64,
@@ -66,29 +82,58 @@ std::vector<torch::Tensor> bin(const torch::Tensor& means2d, const torch::Tensor
     TORCH_CHECK(means2d.dim() == 2 && means2d.size(1) == 2, "means2d must be [N, 2] (got ", means2d.sizes(), ")");
     const int64_t n = means2d.size(0);
     check_cpu_contiguous(radii, "radii");
-    check_cpu_contiguous(depths, "depths");
     TORCH_CHECK(radii.scalar_type() == torch::kInt32, "radii must be int32 (got ", radii.scalar_type(), ")");
-    TORCH_CHECK(depths.is_floating_point(), "depths must be floating point (got ", depths.scalar_type(), ")");
+    check_cpu_contiguous(depths, "depths");
+    TORCH_CHECK(depths.scalar_type() == torch::kFloat32 || depths.scalar_type() == torch::kFloat64,
+                "depths must be float32 or float64 (got ", depths.scalar_type(), ")");
     check_shape(radii, "radii", {n});
     check_shape(depths, "depths", {n});
-    TORCH_CHECK(num_threads > 0, "num_threads must be positive");
-    const Bins b = bin_gaussians(means2d, radii, depths, grid, static_cast<int>(num_threads));
-    return {b.gauss_ids, b.offsets};
+    std::vector<double> keys(static_cast<size_t>(n));  // float32 -> double is exact: same order and ties
+    AT_DISPATCH_FLOATING_TYPES(depths.scalar_type(), "cpu_rasterizer_depths", [&] {
+        std::copy_n(depths.data_ptr<scalar_t>(), n, keys.begin());
+    });
+    Bins b;
+    AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "cpu_rasterizer_bin", [&] {
+        b = bin_gaussians<scalar_t>(means2d.data_ptr<scalar_t>(), radii.data_ptr<int32_t>(), keys.data(), n, grid);
+    });
+    torch::Tensor ids = torch::empty({static_cast<int64_t>(b.gauss_ids.size())}, torch::dtype(torch::kInt32));
+    std::copy(b.gauss_ids.begin(), b.gauss_ids.end(), ids.data_ptr<int32_t>());
+    torch::Tensor off = torch::empty({static_cast<int64_t>(b.offsets.size())}, torch::dtype(torch::kInt64));
+    std::copy(b.offsets.begin(), b.offsets.end(), off.data_ptr<int64_t>());
+    return {ids, off};
+}
+
+Isa checked_isa(int64_t isa) {
+    TORCH_CHECK(isa >= 0 && isa <= 2, "isa must be 0 (auto), 1 (generic) or 2 (avx2), got ", isa);
+    TORCH_CHECK(isa != 2 || avx2_supported(), "isa=2 (avx2) requested but this CPU has no AVX2");
+    return static_cast<Isa>(isa);
 }
 
 std::vector<torch::Tensor> forward(const torch::Tensor& means2d, const torch::Tensor& conics,
                                    const torch::Tensor& opacities, const torch::Tensor& colors,
                                    const torch::Tensor& depths, const torch::Tensor& radii, int64_t width,
                                    int64_t height, int64_t tile, double alpha_max, double alpha_min, double t_min,
-                                   int64_t num_threads) {
+                                   int64_t num_threads, int64_t isa) {
+    const Isa kernel_isa = checked_isa(isa);
     check_gaussians(means2d, conics, opacities, colors);
-    std::vector<torch::Tensor> b = bin(means2d, radii, depths, width, height, tile, num_threads);
+    TORCH_CHECK(num_threads > 0, "num_threads must be positive");
+    std::vector<torch::Tensor> b = bin(means2d, radii, depths, width, height, tile);
     const Grid grid(width, height, tile);
-    std::vector<torch::Tensor> out = composite_forward(means2d, conics, opacities, colors, {b[0], b[1]}, grid,
-                                                       alpha_max, alpha_min, t_min, static_cast<int>(num_threads));
-    out.push_back(b[0]);
-    out.push_back(b[1]);
-    return out;  // image, alpha, final_t, n_contrib, gauss_ids, offsets
+    const BinsView bins{b[0].data_ptr<int32_t>(), b[1].data_ptr<int64_t>()};
+    const auto opts = colors.options();
+    // every pixel is written by composite_forward (empty tiles included)
+    torch::Tensor image = torch::empty({colors.size(1), height, width}, opts);
+    torch::Tensor alpha = torch::empty({1, height, width}, opts);
+    torch::Tensor final_t = torch::empty({height, width}, opts.dtype(torch::kFloat64));
+    torch::Tensor n_contrib = torch::empty({height, width}, opts.dtype(torch::kInt32));
+    AT_DISPATCH_FLOATING_TYPES(colors.scalar_type(), "cpu_rasterizer_forward", [&] {
+        const ForwardOutputs<scalar_t> out{image.data_ptr<scalar_t>(), alpha.data_ptr<scalar_t>(),
+                                           final_t.data_ptr<double>(), n_contrib.data_ptr<int32_t>()};
+        composite_forward<scalar_t>(arrays<scalar_t>(means2d, conics, opacities, colors), bins, grid,
+                                    thresholds<scalar_t>(alpha_max, alpha_min, t_min), out, kernel_isa,
+                                    static_cast<int>(num_threads));
+    });
+    return {image, alpha, final_t, n_contrib, b[0], b[1]};
 }
 
 std::vector<torch::Tensor> backward(const torch::Tensor& means2d, const torch::Tensor& conics,
@@ -97,11 +142,12 @@ std::vector<torch::Tensor> backward(const torch::Tensor& means2d, const torch::T
                                     const torch::Tensor& final_t, const torch::Tensor& n_contrib,
                                     const torch::Tensor& grad_image, const torch::Tensor& grad_alpha, int64_t width,
                                     int64_t height, int64_t tile, double alpha_max, double alpha_min, double t_min,
-                                    int64_t num_threads) {
+                                    int64_t num_threads, int64_t isa) {
+    const Isa kernel_isa = checked_isa(isa);
     const int64_t n = check_gaussians(means2d, conics, opacities, colors);
     const Grid grid = checked_grid(width, height, tile);
     TORCH_CHECK(num_threads > 0, "num_threads must be positive");
-    const Bins bins = checked_bins(gauss_ids, offsets, grid, n);
+    const BinsView bins = checked_bins(gauss_ids, offsets, grid, n);
     const auto dtype = colors.scalar_type();
     check_float(grad_image, "grad_image", dtype);
     check_float(grad_alpha, "grad_alpha", dtype);
@@ -112,8 +158,20 @@ std::vector<torch::Tensor> backward(const torch::Tensor& means2d, const torch::T
     check_cpu_contiguous(n_contrib, "n_contrib");
     TORCH_CHECK(n_contrib.scalar_type() == torch::kInt32, "n_contrib must be int32");
     check_shape(n_contrib, "n_contrib", {height, width});
-    return composite_backward(means2d, conics, opacities, colors, bins, final_t, n_contrib, grad_image, grad_alpha,
-                              grid, alpha_max, alpha_min, t_min, static_cast<int>(num_threads));
+    torch::Tensor d_means = torch::empty_like(means2d);  // every entry is written by composite_backward
+    torch::Tensor d_conics = torch::empty_like(conics);
+    torch::Tensor d_opac = torch::empty_like(opacities);
+    torch::Tensor d_colors = torch::empty_like(colors);
+    AT_DISPATCH_FLOATING_TYPES(dtype, "cpu_rasterizer_backward", [&] {
+        const BackwardInputs<scalar_t> bi{grad_image.data_ptr<scalar_t>(), grad_alpha.data_ptr<scalar_t>(),
+                                          final_t.data_ptr<double>(), n_contrib.data_ptr<int32_t>()};
+        const Gradients<scalar_t> out{d_means.data_ptr<scalar_t>(), d_conics.data_ptr<scalar_t>(),
+                                      d_opac.data_ptr<scalar_t>(), d_colors.data_ptr<scalar_t>()};
+        composite_backward<scalar_t>(arrays<scalar_t>(means2d, conics, opacities, colors), bins, grid,
+                                     thresholds<scalar_t>(alpha_max, alpha_min, t_min), bi, out, kernel_isa,
+                                     static_cast<int>(num_threads));
+    });
+    return {d_means, d_conics, d_opac, d_colors};
 }
 
 }  // namespace
@@ -121,6 +179,7 @@ std::vector<torch::Tensor> backward(const torch::Tensor& means2d, const torch::T
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.doc() = "Tile-based Gaussian splat compositing on the CPU (C++17 / OpenMP)";
+    m.def("has_avx2", &cpu_rasterizer::avx2_supported, "Whether the AVX2 kernels can run on this CPU");
     m.def("bin", &cpu_rasterizer::bin, "Per-tile front-to-back Gaussian lists: (gauss_ids int32, offsets int64)");
     m.def("forward", &cpu_rasterizer::forward,
           "Composite: (image, alpha, final_t, n_contrib, gauss_ids, offsets)");

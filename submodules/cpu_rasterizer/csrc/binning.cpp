@@ -1,6 +1,8 @@
 // Tile binning: which tiles each Gaussian touches and the per-tile depth order.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <numeric>
 
 #include "rasterizer.h"
@@ -33,54 +35,85 @@ TileRange tile_range(scalar_t mx, scalar_t my, int32_t radius, const Grid& g) {
             floor_clamp<scalar_t>((mx + r) / t, g.tiles_x - 1), floor_clamp<scalar_t>((my + r) / t, g.tiles_y - 1)};
 }
 
-// Indices 0..N-1 sorted by depth, ties by lower index, NaN depths last (torch.argsort(stable=True)).
-std::vector<int32_t> depth_order(const torch::Tensor& depths) {
-    const torch::Tensor d = depths.to(torch::kFloat64);
-    const double* dp = d.data_ptr<double>();
-    std::vector<int32_t> order(static_cast<size_t>(d.numel()));
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [dp](int32_t i, int32_t j) {
-        const double a = dp[i], b = dp[j];
-        return !std::isnan(a) && (std::isnan(b) || a < b);
-    });
-    return order;
+// Unsigned key with the order of the depth: -0 == +0, NaN after everything.
+uint64_t depth_key(double d) {
+    if (std::isnan(d)) return std::numeric_limits<uint64_t>::max();
+    if (d == 0.0) d = 0.0;  // -0 ties with +0, as in torch
+    uint64_t bits;
+    std::memcpy(&bits, &d, sizeof(bits));
+    constexpr uint64_t kSign = uint64_t(1) << 63;
+    return (bits & kSign) ? ~bits : (bits | kSign);  // negatives reversed below positives
 }
 
-template <typename scalar_t>
-Bins bin_typed(const torch::Tensor& means2d, const torch::Tensor& radii, const torch::Tensor& depths,
-               const Grid& grid, int num_threads) {
-    const int64_t n = means2d.size(0);
-    const scalar_t* m = means2d.data_ptr<scalar_t>();
-    const int32_t* rad = radii.data_ptr<int32_t>();
-    std::vector<TileRange> ranges(static_cast<size_t>(n));
-#pragma omp parallel for num_threads(num_threads) schedule(static)
-    for (int64_t i = 0; i < n; ++i) ranges[i] = tile_range<scalar_t>(m[2 * i], m[2 * i + 1], rad[i], grid);
+constexpr int kRadixBits = 11;  // 6 passes over 64-bit keys, 2048 buckets
+constexpr uint64_t kRadixMask = (uint64_t(1) << kRadixBits) - 1;
 
-    std::vector<int64_t> offsets(static_cast<size_t>(grid.n_tiles() + 1), 0);
-    for (const TileRange& r : ranges) {
-        for (int64_t ty = r.y0; ty <= r.y1 && r.x1 >= r.x0; ++ty)
-            for (int64_t tx = r.x0; tx <= r.x1; ++tx) ++offsets[ty * grid.tiles_x + tx + 1];
+// Stable LSD radix sort of (key, index) pairs by key.
+void radix_sort(std::vector<uint64_t>& keys, std::vector<int32_t>& index) {
+    const size_t n = keys.size();
+    std::vector<uint64_t> keys_tmp(n);
+    std::vector<int32_t> index_tmp(n);
+    std::vector<size_t> count(kRadixMask + 2);
+    for (int shift = 0; shift < 64; shift += kRadixBits) {
+        std::fill(count.begin(), count.end(), 0);
+        for (uint64_t k : keys) ++count[((k >> shift) & kRadixMask) + 1];
+        if (*std::max_element(count.begin(), count.end()) == n) continue;  // one bucket: already in order
+        std::partial_sum(count.begin(), count.end(), count.begin());
+        for (size_t i = 0; i < n; ++i) {
+            const size_t dst = count[(keys[i] >> shift) & kRadixMask]++;
+            keys_tmp[dst] = keys[i];
+            index_tmp[dst] = index[i];
+        }
+        keys.swap(keys_tmp);
+        index.swap(index_tmp);
     }
-    std::partial_sum(offsets.begin(), offsets.end(), offsets.begin());
+}
 
-    torch::Tensor ids = torch::empty({offsets.back()}, torch::dtype(torch::kInt32));
-    int32_t* idp = ids.data_ptr<int32_t>();
-    std::vector<int64_t> cursor(offsets.begin(), offsets.end() - 1);
-    for (int32_t g : depth_order(depths)) {  // front to back, so each tile list ends up sorted
-        const TileRange& r = ranges[g];
-        for (int64_t ty = r.y0; ty <= r.y1 && r.x1 >= r.x0; ++ty)
-            for (int64_t tx = r.x0; tx <= r.x1; ++tx) idp[cursor[ty * grid.tiles_x + tx]++] = g;
+// Indices of the Gaussians that touch at least one tile, sorted by depth, ties by
+// lower index, NaN depths last: the order of torch.argsort(depths, stable=True)
+// restricted to those Gaussians.
+std::vector<int32_t> depth_order(const double* depths, const std::vector<TileRange>& ranges) {
+    std::vector<uint64_t> keys;
+    std::vector<int32_t> order;
+    keys.reserve(ranges.size());
+    order.reserve(ranges.size());
+    for (size_t i = 0; i < ranges.size(); ++i) {
+        if (ranges[i].count() == 0) continue;
+        keys.push_back(depth_key(depths[i]));
+        order.push_back(static_cast<int32_t>(i));
     }
-    torch::Tensor off = torch::from_blob(offsets.data(), {grid.n_tiles() + 1}, torch::dtype(torch::kInt64)).clone();
-    return {ids, off};
+    radix_sort(keys, order);  // stable: ties keep the increasing index order
+    return order;
 }
 
 }  // namespace
 
-Bins bin_gaussians(const torch::Tensor& means2d, const torch::Tensor& radii, const torch::Tensor& depths,
-                   const Grid& grid, int num_threads) {
-    if (means2d.scalar_type() == torch::kFloat64) return bin_typed<double>(means2d, radii, depths, grid, num_threads);
-    return bin_typed<float>(means2d, radii, depths, grid, num_threads);
+template <typename scalar_t>
+Bins bin_gaussians(const scalar_t* means2d, const int32_t* radii, const double* depths, int64_t n,
+                   const Grid& grid) {
+    // Serial: a few nanoseconds per Gaussian, cheaper than waking a thread team.
+    std::vector<TileRange> ranges(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) ranges[i] = tile_range<scalar_t>(means2d[2 * i], means2d[2 * i + 1], radii[i], grid);
+
+    Bins bins;
+    bins.offsets.assign(static_cast<size_t>(grid.n_tiles() + 1), 0);
+    for (const TileRange& r : ranges) {
+        for (int64_t ty = r.y0; ty <= r.y1 && r.x1 >= r.x0; ++ty)
+            for (int64_t tx = r.x0; tx <= r.x1; ++tx) ++bins.offsets[ty * grid.tiles_x + tx + 1];
+    }
+    std::partial_sum(bins.offsets.begin(), bins.offsets.end(), bins.offsets.begin());
+
+    bins.gauss_ids.resize(static_cast<size_t>(bins.offsets.back()));
+    std::vector<int64_t> cursor(bins.offsets.begin(), bins.offsets.end() - 1);
+    for (int32_t g : depth_order(depths, ranges)) {  // front to back, so every tile list ends up sorted
+        const TileRange& r = ranges[g];
+        for (int64_t ty = r.y0; ty <= r.y1 && r.x1 >= r.x0; ++ty)
+            for (int64_t tx = r.x0; tx <= r.x1; ++tx) bins.gauss_ids[cursor[ty * grid.tiles_x + tx]++] = g;
+    }
+    return bins;
 }
+
+template Bins bin_gaussians<float>(const float*, const int32_t*, const double*, int64_t, const Grid&);
+template Bins bin_gaussians<double>(const double*, const int32_t*, const double*, int64_t, const Grid&);
 
 }  // namespace cpu_rasterizer

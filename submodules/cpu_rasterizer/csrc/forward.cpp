@@ -1,157 +1,188 @@
-// Forward compositing: one OpenMP task per tile, Gaussians front to back,
-// pixels of a row span evaluated together.
-#include <omp.h>
-
+// Forward compositing: one OpenMP task per tile; inside a tile, Gaussians front
+// to back, and for each Gaussian only the rows / row chunks its support ellipse
+// reaches, the pixels of a chunk evaluated as one SIMD vector.
 #include "tile_common.h"
 
 namespace cpu_rasterizer {
 namespace {
 
-// Raw pointers into the forward outputs.
-template <typename scalar_t>
-struct ForwardOutputs {
-    scalar_t* image;     // [C, H, W]
-    scalar_t* alpha;     // [H, W]
-    double* final_t;     // [H, W]
-    int32_t* n_contrib;  // [H, W]
-};
-
-// Per-thread working memory of one tile (reused across tiles).
+// Per-thread working memory of one tile (reused across tiles), laid out by ChunkLayout.
 template <typename scalar_t>
 struct ForwardScratch {
-    std::vector<double> trans;       // [P] transmittance (double, like torch's cumprod)
-    std::vector<int32_t> last;       // [P] 1 + list position of the last contributor
-    std::vector<uint8_t> done;       // [P] pixel terminated
-    std::vector<scalar_t> acc;       // [C, P] colour sums
-    std::vector<scalar_t> acc_alpha; // [P] sum of weights
-    std::vector<int64_t> row_alive;  // [tile] live pixels per row
-    std::vector<scalar_t> alpha;     // [tile] alphas of one row span
-    std::vector<scalar_t> weight;    // [tile] weights of one row span
+    using Mask = typename SameSizeInt<scalar_t>::type;
+    ChunkLayout layout;
+    std::vector<double> trans;        // transmittance (double, like torch's cumprod)
+    std::vector<Mask> done;           // -1: pixel terminated or outside the image
+    std::vector<int32_t> last;        // 1 + list position of the last contributor
+    std::vector<scalar_t> acc;        // [C][pixels] colour sums
+    std::vector<scalar_t> acc_alpha;  // sum of weights
+    std::vector<int64_t> live;        // pixels still compositing, per chunk
 
-    ForwardScratch(int64_t tile, int64_t channels)
-        : trans(tile * tile), last(tile * tile), done(tile * tile), acc(channels * tile * tile),
-          acc_alpha(tile * tile), row_alive(tile), alpha(tile), weight(tile) {}
+    ForwardScratch(int64_t tile, int64_t lanes, int64_t channels)
+        : layout(tile, lanes), trans(layout.n_pixels()), done(layout.n_pixels()), last(layout.n_pixels()),
+          acc(channels * layout.n_pixels()), acc_alpha(layout.n_pixels()), live(layout.n_chunks) {}
 
-    void reset(const TileView& v) {
+    // Fresh state for tile v; returns the number of live pixels.
+    int64_t reset(const TileView& v) {
         std::fill(trans.begin(), trans.end(), 1.0);
         std::fill(last.begin(), last.end(), 0);
-        std::fill(done.begin(), done.end(), uint8_t(0));
         std::fill(acc.begin(), acc.end(), scalar_t(0));
         std::fill(acc_alpha.begin(), acc_alpha.end(), scalar_t(0));
-        std::fill(row_alive.begin(), row_alive.end(), 0);
-        std::fill(row_alive.begin(), row_alive.begin() + v.rows, v.cols);
+        for (int64_t q = 0; q < layout.n_chunks; ++q) {
+            const int64_t valid = layout.valid_lanes(v, q);
+            for (int64_t i = 0; i < layout.lanes; ++i) done[q * layout.lanes + i] = i < valid ? 0 : -1;
+            live[q] = valid;
+        }
+        return v.rows * v.cols;
+    }
+
+    void write(const TileView& v, const ForwardOutputs<scalar_t>& out, const Grid& grid, int64_t channels) const {
+        const int64_t hw = grid.width * grid.height, plane = layout.n_pixels();
+        for (int64_t q = 0; q < layout.n_chunks; ++q) {
+            const int64_t n = layout.valid_lanes(v, q), src = q * layout.lanes;
+            if (n == 0) continue;
+            const int64_t dst = layout.image_offset(v, q, grid);
+            for (int64_t ch = 0; ch < channels; ++ch)
+                std::copy_n(acc.data() + ch * plane + src, n, out.image + ch * hw + dst);
+            std::copy_n(acc_alpha.data() + src, n, out.alpha + dst);
+            std::copy_n(trans.data() + src, n, out.final_t + dst);
+            std::copy_n(last.data() + src, n, out.n_contrib + dst);
+        }
     }
 };
 
-// Composite one row span of Gaussian g (list position k); returns the number of pixels that terminated.
-template <typename scalar_t>
-int64_t composite_span(ForwardScratch<scalar_t>& s, const Thresholds<scalar_t>& th, int64_t k, int64_t p0,
-                       int64_t n, const scalar_t* __restrict__ color, int64_t channels, int64_t plane) {
-    bool any = false;
+// Composite Gaussian g (list position k) over chunk q; returns the number of pixels that terminated.
+template <typename scalar_t, int kBytes, int kC>
+CR_INLINE int64_t composite_chunk(ForwardScratch<scalar_t>& s, const PackedGaussian<scalar_t>& g,
+                                  const scalar_t* color, ChannelCount<kC> channels, const Thresholds<scalar_t>& th,
+                                  int64_t q, int64_t x_first, scalar_t py, int32_t k) {
+    using S = Simd<scalar_t, kBytes>;
+    using V = typename S::V;
+    using M = typename S::M;
+    using TR = Trans<scalar_t, kBytes>;
+    const int64_t o = q * S::W;
+    V al, gauss;
+    const M keep = eval_chunk<scalar_t, kBytes>(g, chunk_centres<scalar_t, kBytes>(x_first), py, th, al, gauss);
+    const M active = keep & ~load<M>(s.done.data() + o);
+    if (!any(active)) return 0;
+    const typename TR::T t_before = TR::load(s.trans.data() + o);
+    const V al_active = select(active, al, V{});
+    typename TR::T t_after = TR::mul(t_before, scalar_t(1) - al_active);  // inactive lanes: T * 1
+    const M pass = TR::narrow(t_after) >= th.t_min;  // stop before T would drop below t_min
+    const M stop = active & ~pass;
+    const M contrib = active & pass;
+    V al_contrib = al_active;
     int64_t finished = 0;
-    for (int64_t i = 0; i < n; ++i) {
-        const int64_t p = p0 + i;
-        const scalar_t al = s.alpha[i];
-        s.weight[i] = scalar_t(0);
-        if (al == scalar_t(0) || s.done[p]) continue;
-        const double t_before = s.trans[p];
-        const double t_after = t_before * static_cast<double>(scalar_t(1) - al);
-        if (!(static_cast<scalar_t>(t_after) >= th.t_min)) {  // would push T below t_min: stop here
-            s.done[p] = 1;
-            ++finished;
-            continue;
-        }
-        const scalar_t w = al * static_cast<scalar_t>(t_before);
-        s.weight[i] = w;
-        s.trans[p] = t_after;
-        s.last[p] = static_cast<int32_t>(k + 1);
-        s.acc_alpha[p] += w;
-        any = true;
+    if (any(stop)) {  // rare: each pixel stops once
+        store(s.done.data() + o, load<M>(s.done.data() + o) | stop);
+        finished = count(stop);
+        al_contrib = select(contrib, al, V{});
+        t_after = TR::mul(t_before, scalar_t(1) - al_contrib);
     }
-    if (any) {
-        for (int64_t ch = 0; ch < channels; ++ch) {
-            scalar_t* __restrict__ dst = s.acc.data() + ch * plane + p0;
-            const scalar_t cc = color[ch];
-            for (int64_t i = 0; i < n; ++i) dst[i] += s.weight[i] * cc;
-        }
+    if (any(contrib)) {
+        const V w = al_contrib * TR::narrow(t_before);
+        TR::store(s.trans.data() + o, t_after);
+        using I = typename S::I;
+        const I last = load<I>(s.last.data() + o);
+        store(s.last.data() + o, select(__builtin_convertvector(contrib, I), I{} + (k + 1), last));
+        add_to(s.acc_alpha.data() + o, w);
+        scalar_t* acc = s.acc.data() + o;
+        const int64_t plane = s.layout.n_pixels();
+        for (int64_t ch = 0; ch < channels.n(); ++ch, acc += plane) add_to(acc, w * color[ch]);
     }
     return finished;
 }
 
-template <typename scalar_t>
-void write_tile(const TileView& v, const ForwardScratch<scalar_t>& s, const ForwardOutputs<scalar_t>& out,
-                const Grid& grid, int64_t channels) {
-    const int64_t plane = grid.tile * grid.tile, hw = grid.width * grid.height;
-    for (int64_t r = 0; r < v.rows; ++r) {
-        const int64_t src = r * grid.tile, dst = (v.y0 + r) * grid.width + v.x0;
-        for (int64_t ch = 0; ch < channels; ++ch)
-            std::copy_n(s.acc.data() + ch * plane + src, v.cols, out.image + ch * hw + dst);
-        std::copy_n(s.acc_alpha.data() + src, v.cols, out.alpha + dst);
-        std::copy_n(s.trans.data() + src, v.cols, out.final_t + dst);
-        std::copy_n(s.last.data() + src, v.cols, out.n_contrib + dst);
-    }
-}
-
-template <typename scalar_t>
-void forward_tile(const TileView& v, const RasterInputs<scalar_t>& in, ForwardScratch<scalar_t>& s,
-                  const ForwardOutputs<scalar_t>& out) {
-    s.reset(v);
-    const int64_t tile = in.grid.tile, plane = tile * tile, channels = in.channels;
-    int64_t alive = v.rows * v.cols;
+template <typename scalar_t, int kBytes, int kC>
+CR_INLINE void forward_tile_body(const TileView& v, const RasterInputs<scalar_t>& in, ForwardScratch<scalar_t>& s,
+                                 const ForwardOutputs<scalar_t>& out) {
+    constexpr int64_t W = Simd<scalar_t, kBytes>::W;
+    int64_t alive = s.reset(v);
+    const ChannelCount<kC> channels{in.channels};
+    const int64_t per_row = s.layout.per_row;
+    for (int64_t k = 0; k < kPrefetchAhead; ++k) prefetch_gaussian(in, v, k);
     for (int64_t k = 0; k < v.count && alive > 0; ++k) {
+        prefetch_gaussian(in, v, k + kPrefetchAhead);
         const int32_t gid = v.ids[k];
-        const PackedGaussian<scalar_t>& g = in.packed[gid];
+        const PackedGaussian<scalar_t> g = in.packed[gid];  // a local copy: no aliasing with the scratch stores
         int64_t r0, r1;
-        if (g.never || !support_rows(g, v.y0, v.rows, r0, r1)) continue;
-        const scalar_t* color = in.colors + static_cast<int64_t>(gid) * channels;
+        if (!tile_rows(g, v, r0, r1)) continue;
+        const scalar_t* color = in.colors + static_cast<int64_t>(gid) * in.channels;
         for (int64_t r = r0; r <= r1; ++r) {
-            if (s.row_alive[r] == 0) continue;
             const double py = static_cast<double>(v.y0 + r) + 0.5;
             int64_t c0, c1;
             if (!support_cols(g, py, v.x0, v.cols, c0, c1)) continue;
-            const int64_t n = c1 - c0 + 1;
-            alpha_row(g, static_cast<scalar_t>(v.x0 + c0), static_cast<scalar_t>(py), n, in.th, s.alpha.data());
-            const int64_t finished = composite_span(s, in.th, k, r * tile + c0, n, color, channels, plane);
-            s.row_alive[r] -= finished;
-            alive -= finished;
+            for (int64_t j = c0 / W; j <= c1 / W; ++j) {
+                const int64_t q = r * per_row + j;
+                if (s.live[q] == 0) continue;
+                const int64_t n = composite_chunk<scalar_t, kBytes, kC>(s, g, color, channels, in.th, q, v.x0 + j * W,
+                                                                    static_cast<scalar_t>(py), static_cast<int32_t>(k));
+                s.live[q] -= n;
+                alive -= n;
+            }
         }
     }
-    write_tile(v, s, out, in.grid, channels);
+    s.write(v, out, in.grid, in.channels);
+}
+
+// Channel-count dispatch (always inlined, so it inherits the caller's instruction set).
+template <typename scalar_t, int kBytes>
+CR_INLINE void forward_tile(const TileView& v, const RasterInputs<scalar_t>& in, ForwardScratch<scalar_t>& s,
+                            const ForwardOutputs<scalar_t>& out) {
+    static_assert(kMaxUnrolledChannels == 4, "update the cases below");
+    switch (in.channels) {
+        case 1: return forward_tile_body<scalar_t, kBytes, 1>(v, in, s, out);
+        case 2: return forward_tile_body<scalar_t, kBytes, 2>(v, in, s, out);
+        case 3: return forward_tile_body<scalar_t, kBytes, 3>(v, in, s, out);
+        case 4: return forward_tile_body<scalar_t, kBytes, 4>(v, in, s, out);
+        default: return forward_tile_body<scalar_t, kBytes, 0>(v, in, s, out);
+    }
 }
 
 template <typename scalar_t>
-void forward_all(const RasterInputs<scalar_t>& in, const Bins& bins, const ForwardOutputs<scalar_t>& out,
-                 int num_threads) {
-    const std::vector<int64_t> tiles = busy_tiles(bins);
-    const int64_t n_busy = static_cast<int64_t>(tiles.size());
-#pragma omp parallel num_threads(num_threads)
-    {
-        ForwardScratch<scalar_t> scratch(in.grid.tile, in.channels);
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t i = 0; i < n_busy; ++i) forward_tile(tile_view(in.grid, bins, tiles[i]), in, scratch, out);
-    }
+void forward_tile_portable(const TileView& v, const RasterInputs<scalar_t>& in, ForwardScratch<scalar_t>& s,
+                           const ForwardOutputs<scalar_t>& out) {
+    forward_tile<scalar_t, kPortableBytes>(v, in, s, out);
 }
+
+#if CPU_RASTERIZER_X86
+template <typename scalar_t>
+CR_TARGET_AVX2 void forward_tile_avx2(const TileView& v, const RasterInputs<scalar_t>& in,
+                                      ForwardScratch<scalar_t>& s, const ForwardOutputs<scalar_t>& out) {
+    forward_tile<scalar_t, kAvx2Bytes>(v, in, s, out);
+}
+#endif
 
 }  // namespace
 
-std::vector<torch::Tensor> composite_forward(const torch::Tensor& means2d, const torch::Tensor& conics,
-                                             const torch::Tensor& opacities, const torch::Tensor& colors,
-                                             const Bins& bins, const Grid& grid, double alpha_max,
-                                             double alpha_min, double t_min, int num_threads) {
-    const auto opts = colors.options();
-    const int64_t channels = colors.size(1);
-    torch::Tensor image = torch::zeros({channels, grid.height, grid.width}, opts);
-    torch::Tensor alpha = torch::zeros({1, grid.height, grid.width}, opts);
-    torch::Tensor final_t = torch::ones({grid.height, grid.width}, opts.dtype(torch::kFloat64));
-    torch::Tensor n_contrib = torch::zeros({grid.height, grid.width}, opts.dtype(torch::kInt32));
-    AT_DISPATCH_FLOATING_TYPES(colors.scalar_type(), "cpu_rasterizer_forward", [&] {
-        const RasterInputs<scalar_t> in = make_inputs<scalar_t>(means2d, conics, opacities, colors, grid, alpha_max,
-                                                                alpha_min, t_min, num_threads);
-        const ForwardOutputs<scalar_t> out{image.data_ptr<scalar_t>(), alpha.data_ptr<scalar_t>(),
-                                           final_t.data_ptr<double>(), n_contrib.data_ptr<int32_t>()};
-        forward_all(in, bins, out, num_threads);
-    });
-    return {image, alpha, final_t, n_contrib};
+template <typename scalar_t>
+void composite_forward(const GaussianArrays<scalar_t>& gs, const BinsView& bins, const Grid& grid,
+                       const Thresholds<scalar_t>& th, const ForwardOutputs<scalar_t>& out, Isa isa,
+                       int num_threads) {
+    auto* tile_fn = &forward_tile_portable<scalar_t>;
+    int64_t lanes = Simd<scalar_t, kPortableBytes>::W;
+#if CPU_RASTERIZER_X86
+    if (use_avx2(isa)) {
+        tile_fn = &forward_tile_avx2<scalar_t>;
+        lanes = Simd<scalar_t, kAvx2Bytes>::W;
+    }
+#endif
+    RasterInputs<scalar_t> in = make_inputs(gs, grid, th);
+    const std::vector<int64_t> tiles = tile_order(bins, 0, grid.n_tiles(), true);  // empty tiles write 0 / 1
+    const int64_t n_tiles = static_cast<int64_t>(tiles.size());
+    const int team = threads_for(std::max(bins.offsets[grid.n_tiles()], gs.n), num_threads);
+#pragma omp parallel num_threads(team)
+    {
+        pack_all(in, gs);
+        ForwardScratch<scalar_t> scratch(grid.tile, lanes, gs.channels);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t i = 0; i < n_tiles; ++i) tile_fn(tile_view(grid, bins, tiles[i]), in, scratch, out);
+    }
 }
+
+template void composite_forward<float>(const GaussianArrays<float>&, const BinsView&, const Grid&,
+                                       const Thresholds<float>&, const ForwardOutputs<float>&, Isa, int);
+template void composite_forward<double>(const GaussianArrays<double>&, const BinsView&, const Grid&,
+                                        const Thresholds<double>&, const ForwardOutputs<double>&, Isa, int);
 
 }  // namespace cpu_rasterizer

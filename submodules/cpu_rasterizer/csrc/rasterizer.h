@@ -1,4 +1,5 @@
-// Shared declarations of the CPU tile rasterizer.
+// Torch-free interface of the CPU tile rasterizer (only bindings.cpp sees torch,
+// which keeps the build fast).
 //
 // The compositing contract is the one in gaussian_renderer/backends/common.py:
 // Gaussians are binned into tiles by their integer pixel radius, composited
@@ -6,8 +7,6 @@
 // skipped where power > 0 or alpha < alpha_min, and a pixel stops before the
 // Gaussian that would push its transmittance below t_min.
 #pragma once
-
-#include <torch/extension.h>
 
 #include <cstdint>
 #include <vector>
@@ -24,6 +23,23 @@ struct Thresholds {
     scalar_t t_min;
 };
 
+// Instruction set of the tile kernels: kAuto = AVX2 when the CPU has it, else
+// the portable build (SSE2 on x86-64); kGeneric forces the portable build.
+enum class Isa : int64_t { kAuto = 0, kGeneric = 1, kAvx2 = 2 };
+
+// True when this CPU can run the AVX2 kernels (checked at run time, so one
+// binary serves every x86-64 machine).
+bool avx2_supported();
+
+// Threads worth starting for `work` independent items: waking an OpenMP team
+// costs microseconds on an idle machine but milliseconds on a busy one, so small
+// problems (gradient checks, thumbnails) run on the calling thread.
+constexpr int64_t kMinWorkPerThread = 4096;
+inline int threads_for(int64_t work, int num_threads) {
+    const int64_t useful = work / kMinWorkPerThread;
+    return static_cast<int>(useful < 1 ? 1 : (useful < num_threads ? useful : num_threads));
+}
+
 // Image / tile grid geometry.
 struct Grid {
     int64_t width;
@@ -35,32 +51,68 @@ struct Grid {
     Grid(int64_t w, int64_t h, int64_t t)
         : width(w), height(h), tile(t), tiles_x((w + t - 1) / t), tiles_y((h + t - 1) / t) {}
     int64_t n_tiles() const { return tiles_x * tiles_y; }
-    int64_t tile_pixels() const { return tile * tile; }
 };
 
-// Result of binning: per-tile front-to-back Gaussian lists (CSR layout).
+// Per-tile front-to-back Gaussian lists (CSR layout).
+struct BinsView {
+    const int32_t* gauss_ids;  // [P], grouped by tile, front to back
+    const int64_t* offsets;    // [T + 1], tile t owns gauss_ids[offsets[t]:offsets[t+1]]
+};
+
 struct Bins {
-    torch::Tensor gauss_ids;  // [P] int32, grouped by tile, front to back
-    torch::Tensor offsets;    // [T + 1] int64, tile t owns gauss_ids[offsets[t]:offsets[t+1]]
+    std::vector<int32_t> gauss_ids;
+    std::vector<int64_t> offsets;
 };
 
-// Sort (tile, Gaussian) pairs by tile, then depth (stable); same tile sets as
-// common.tile_rect (identical float operations).
-Bins bin_gaussians(const torch::Tensor& means2d, const torch::Tensor& radii, const torch::Tensor& depths,
-                   const Grid& grid, int num_threads);
+// Projected Gaussians (contiguous, row-major).
+template <typename scalar_t>
+struct GaussianArrays {
+    const scalar_t* means2d;    // [N, 2]
+    const scalar_t* conics;     // [N, 3]
+    const scalar_t* opacities;  // [N]
+    const scalar_t* colors;     // [N, C]
+    int64_t n;
+    int64_t channels;
+};
 
-// Forward pass. Returns (image [C,H,W], alpha [1,H,W], final_T [H,W], n_contrib [H,W] int32).
-std::vector<torch::Tensor> composite_forward(const torch::Tensor& means2d, const torch::Tensor& conics,
-                                             const torch::Tensor& opacities, const torch::Tensor& colors,
-                                             const Bins& bins, const Grid& grid, double alpha_max,
-                                             double alpha_min, double t_min, int num_threads);
+template <typename scalar_t>
+struct ForwardOutputs {  // every pixel is written
+    scalar_t* image;     // [C, H, W]
+    scalar_t* alpha;     // [H, W]
+    double* final_t;     // [H, W]
+    int32_t* n_contrib;  // [H, W]
+};
 
-// Backward pass. Returns (d_means2d [N,2], d_conics [N,3], d_opacities [N], d_colors [N,C]).
-std::vector<torch::Tensor> composite_backward(const torch::Tensor& means2d, const torch::Tensor& conics,
-                                              const torch::Tensor& opacities, const torch::Tensor& colors,
-                                              const Bins& bins, const torch::Tensor& final_t,
-                                              const torch::Tensor& n_contrib, const torch::Tensor& grad_image,
-                                              const torch::Tensor& grad_alpha, const Grid& grid, double alpha_max,
-                                              double alpha_min, double t_min, int num_threads);
+template <typename scalar_t>
+struct BackwardInputs {
+    const scalar_t* grad_image;  // [C, H, W]
+    const scalar_t* grad_alpha;  // [H, W]
+    const double* final_t;       // [H, W]
+    const int32_t* n_contrib;    // [H, W]
+};
+
+template <typename scalar_t>
+struct Gradients {
+    scalar_t* means2d;    // [N, 2]  (fully overwritten)
+    scalar_t* conics;     // [N, 3]
+    scalar_t* opacities;  // [N]
+    scalar_t* colors;     // [N, C]
+};
+
+// Sort (tile, Gaussian) pairs by tile, then depth (stable, NaN last); same tile
+// sets as common.tile_rect (identical floating-point operations).
+template <typename scalar_t>
+Bins bin_gaussians(const scalar_t* means2d, const int32_t* radii, const double* depths, int64_t n,
+                   const Grid& grid);
+
+template <typename scalar_t>
+void composite_forward(const GaussianArrays<scalar_t>& gs, const BinsView& bins, const Grid& grid,
+                       const Thresholds<scalar_t>& th, const ForwardOutputs<scalar_t>& out, Isa isa,
+                       int num_threads);
+
+template <typename scalar_t>
+void composite_backward(const GaussianArrays<scalar_t>& gs, const BinsView& bins, const Grid& grid,
+                        const Thresholds<scalar_t>& th, const BackwardInputs<scalar_t>& bi,
+                        const Gradients<scalar_t>& out, Isa isa, int num_threads);
 
 }  // namespace cpu_rasterizer

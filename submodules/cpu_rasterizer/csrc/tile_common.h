@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "tile_math.h"
+#include "trans.h"
 
 namespace cpu_rasterizer {
 
@@ -17,17 +18,60 @@ struct TileView {
     int64_t count;         // list length
 };
 
-inline TileView tile_view(const Grid& grid, const Bins& bins, int64_t tile_id) {
+inline TileView tile_view(const Grid& grid, const BinsView& bins, int64_t tile_id) {
     const int64_t tx = tile_id % grid.tiles_x, ty = tile_id / grid.tiles_x;
     const int64_t x0 = tx * grid.tile, y0 = ty * grid.tile;
-    const int64_t* off = bins.offsets.data_ptr<int64_t>();
+    const int64_t* off = bins.offsets;
     return {x0,
             y0,
             std::min(grid.tile, grid.height - y0),
             std::min(grid.tile, grid.width - x0),
-            bins.gauss_ids.data_ptr<int32_t>() + off[tile_id],
+            bins.gauss_ids + off[tile_id],
             off[tile_id + 1] - off[tile_id]};
 }
+
+// Tile pixels as row chunks of `lanes` pixels: chunk q = row * per_row + j covers
+// tile columns [lanes j, lanes (j + 1)); its state starts at element q * lanes.
+struct ChunkLayout {
+    int64_t lanes;
+    int64_t per_row;
+    int64_t n_chunks;
+    ChunkLayout(int64_t tile, int64_t lanes_)
+        : lanes(lanes_), per_row((tile + lanes_ - 1) / lanes_), n_chunks(tile * per_row) {}
+    int64_t n_pixels() const { return n_chunks * lanes; }
+    // Lanes of chunk q that are image pixels of tile v.
+    int64_t valid_lanes(const TileView& v, int64_t q) const {
+        const int64_t r = q / per_row, j = q % per_row;
+        return r < v.rows ? std::clamp<int64_t>(v.cols - j * lanes, 0, lanes) : 0;
+    }
+    // Row-major image index of lane 0 of chunk q.
+    int64_t image_offset(const TileView& v, int64_t q, const Grid& grid) const {
+        return (v.y0 + q / per_row) * grid.width + v.x0 + (q % per_row) * lanes;
+    }
+};
+
+// Rows [r0, r1] of tile v that g's support ellipse reaches (false: g misses the tile).
+template <typename scalar_t>
+CR_INLINE bool tile_rows(const PackedGaussian<scalar_t>& g, const TileView& v, int64_t& r0, int64_t& r1) {
+    if (g.never || !support_rows(g, v.y0, v.rows, r0, r1)) return false;
+    int64_t c0, c1;
+    return !g.bounded || pixel_range(static_cast<double>(g.mx), g.hx, v.x0, v.cols, c0, c1);
+}
+
+// Whether to run the AVX2 clone of the tile kernels.
+inline bool use_avx2(Isa isa) {
+    if (isa == Isa::kGeneric) return false;
+    return avx2_supported();
+}
+
+// Channel count, a compile-time constant for the common small counts (kC > 0)
+// so the per-channel loops unroll; kC = 0 reads it at run time.
+template <int kC>
+struct ChannelCount {
+    int64_t runtime;
+    constexpr int64_t n() const { return kC > 0 ? kC : runtime; }
+};
+constexpr int kMaxUnrolledChannels = 4;  // RGB + depth
 
 // Everything the tile loops read.
 template <typename scalar_t>
@@ -39,33 +83,41 @@ struct RasterInputs {
     Thresholds<scalar_t> th;
 };
 
+// Inputs with the packed-Gaussian array allocated; fill it with pack_all.
 template <typename scalar_t>
-RasterInputs<scalar_t> make_inputs(const torch::Tensor& means2d, const torch::Tensor& conics,
-                                   const torch::Tensor& opacities, const torch::Tensor& colors, const Grid& grid,
-                                   double alpha_max, double alpha_min, double t_min, int num_threads) {
-    const int64_t n = means2d.size(0);
-    RasterInputs<scalar_t> in{std::vector<PackedGaussian<scalar_t>>(static_cast<size_t>(n)),
-                              colors.data_ptr<scalar_t>(),
-                              colors.size(1),
-                              grid,
-                              {static_cast<scalar_t>(alpha_max), static_cast<scalar_t>(alpha_min),
-                               static_cast<scalar_t>(t_min)}};
-    const scalar_t* m = means2d.data_ptr<scalar_t>();
-    const scalar_t* con = conics.data_ptr<scalar_t>();
-    const scalar_t* op = opacities.data_ptr<scalar_t>();
-#pragma omp parallel for num_threads(num_threads) schedule(static)
-    for (int64_t i = 0; i < n; ++i) in.packed[i] = pack_gaussian<scalar_t>(m + 2 * i, con + 3 * i, op[i], in.th.alpha_min);
-    return in;
+RasterInputs<scalar_t> make_inputs(const GaussianArrays<scalar_t>& gs, const Grid& grid,
+                                   const Thresholds<scalar_t>& th) {
+    return {std::vector<PackedGaussian<scalar_t>>(static_cast<size_t>(gs.n)), gs.colors, gs.channels, grid, th};
 }
 
-// Tiles with work, longest list first (better balance under dynamic scheduling).
-inline std::vector<int64_t> busy_tiles(const Bins& bins) {
-    const int64_t n_tiles = bins.offsets.numel() - 1;
-    const int64_t* off = bins.offsets.data_ptr<int64_t>();
+// Pack every Gaussian. Call from inside a parallel region (work-shared, ends with a barrier).
+template <typename scalar_t>
+void pack_all(RasterInputs<scalar_t>& in, const GaussianArrays<scalar_t>& gs) {
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < gs.n; ++i)
+        in.packed[i] = pack_gaussian<scalar_t>(gs.means2d + 2 * i, gs.conics + 3 * i, gs.opacities[i], in.th.alpha_min);
+}
+
+// Tile lists visit Gaussians in depth order, i.e. at random addresses: fetch the
+// packed data and colours of the Gaussian this many list entries ahead.
+constexpr int64_t kPrefetchAhead = 16;
+
+template <typename scalar_t>
+CR_INLINE void prefetch_gaussian(const RasterInputs<scalar_t>& in, const TileView& v, int64_t k) {
+    if (k < 0 || k >= v.count) return;
+    const int32_t gid = v.ids[k];
+    __builtin_prefetch(&in.packed[gid]);
+    __builtin_prefetch(in.colors + static_cast<int64_t>(gid) * in.channels);
+}
+
+// Tiles [begin, end), longest list first (better balance under dynamic
+// scheduling); empty tiles (at the end) are dropped unless keep_empty.
+inline std::vector<int64_t> tile_order(const BinsView& bins, int64_t begin, int64_t end, bool keep_empty) {
+    const int64_t* off = bins.offsets;
     std::vector<int64_t> order;
-    order.reserve(static_cast<size_t>(n_tiles));
-    for (int64_t t = 0; t < n_tiles; ++t)
-        if (off[t + 1] > off[t]) order.push_back(t);
+    order.reserve(static_cast<size_t>(end - begin));
+    for (int64_t t = begin; t < end; ++t)
+        if (keep_empty || off[t + 1] > off[t]) order.push_back(t);
     std::stable_sort(order.begin(), order.end(),
                      [off](int64_t a, int64_t b) { return off[a + 1] - off[a] > off[b + 1] - off[b]; });
     return order;

@@ -10,41 +10,9 @@
 #include <limits>
 
 #include "rasterizer.h"
+#include "simd.h"
 
 namespace cpu_rasterizer {
-
-// ---------------------------------------------------------------------------
-// exp for the alpha of a Gaussian: power <= 0, so only the negative half line
-// matters. Written as plain arithmetic so the compiler can vectorise the row
-// loops around it (std::exp would stay a scalar libm call). Accuracy ~1 ulp.
-// ---------------------------------------------------------------------------
-constexpr float kExpLowest = -87.0f;           // exp(-87) ~ 1.6e-38, still a normal float
-constexpr float kLog2e = 1.44269504088896341f;
-constexpr float kLn2Hi = 0.693359375f;         // ln 2 split in a part exact in float ...
-constexpr float kLn2Lo = -2.12194440e-4f;      // ... and the remainder (Cody-Waite reduction)
-constexpr float kRoundMagic = 12582912.0f;     // 1.5 * 2^23: adding it rounds to an integer
-
-inline float exp_neg(float x) {
-    x = std::max(x, kExpLowest);
-    x = std::min(x, 0.0f);  // callers only use power <= 0; keeps 2^n in range
-    const float n = (x * kLog2e + kRoundMagic) - kRoundMagic;  // round(x / ln 2)
-    const float r = (x - n * kLn2Hi) - n * kLn2Lo;             // |r| <= ln(2) / 2
-    // Taylor series of e^r to degree 7 (truncation error < 0.05 ulp for |r| <= ln2/2).
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;  // 2^n as a float
-    float scale;
-    std::memcpy(&scale, &bits, sizeof(scale));
-    return p * scale;
-}
-
-inline double exp_neg(double x) { return std::exp(x); }
 
 // ---------------------------------------------------------------------------
 // Packed Gaussian: parameters in the working precision plus the bounding
@@ -100,7 +68,7 @@ PackedGaussian<scalar_t> pack_gaussian(const scalar_t* m, const scalar_t* con, s
 
 // Inclusive integer range [lo, hi] of pixel indices whose centres (index + 0.5 +
 // origin) lie in [centre - half, centre + half], clamped to [0, n - 1].
-inline bool pixel_range(double centre, double half, int64_t origin, int64_t n, int64_t& lo, int64_t& hi) {
+CR_INLINE bool pixel_range(double centre, double half, int64_t origin, int64_t n, int64_t& lo, int64_t& hi) {
     const double first = centre - half - kSpanMarginPx - 0.5 - static_cast<double>(origin);
     const double last = centre + half + kSpanMarginPx - 0.5 - static_cast<double>(origin);
     if (!(last >= 0.0) || !(first <= static_cast<double>(n - 1))) return false;
@@ -111,7 +79,7 @@ inline bool pixel_range(double centre, double half, int64_t origin, int64_t n, i
 
 // Rows (tile-local) of a tile that can hold support pixels of g.
 template <typename scalar_t>
-bool support_rows(const PackedGaussian<scalar_t>& g, int64_t y_origin, int64_t rows, int64_t& r0, int64_t& r1) {
+CR_INLINE bool support_rows(const PackedGaussian<scalar_t>& g, int64_t y_origin, int64_t rows, int64_t& r0, int64_t& r1) {
     if (!g.bounded) {
         r0 = 0;
         r1 = rows - 1;
@@ -122,7 +90,7 @@ bool support_rows(const PackedGaussian<scalar_t>& g, int64_t y_origin, int64_t r
 
 // Columns (tile-local) of one row holding support pixels (exact ellipse chord).
 template <typename scalar_t>
-bool support_cols(const PackedGaussian<scalar_t>& g, double py, int64_t x_origin, int64_t cols, int64_t& c0,
+CR_INLINE bool support_cols(const PackedGaussian<scalar_t>& g, double py, int64_t x_origin, int64_t cols, int64_t& c0,
                   int64_t& c1) {
     if (!g.bounded) {
         c0 = 0;
@@ -139,28 +107,35 @@ bool support_cols(const PackedGaussian<scalar_t>& g, double py, int64_t x_origin
     return pixel_range(centre, s / a, x_origin, cols, c0, c1);
 }
 
-// alpha of g at pixel centres (x_first + i + 0.5, py) for i in [0, n); 0 where the
-// contract skips the Gaussian. Same float operations as the torch reference.
-// gauss (optional, [n]) receives exp(power) for the backward pass.
-template <typename scalar_t>
-inline void alpha_row(const PackedGaussian<scalar_t>& g, scalar_t x_first, scalar_t py, int64_t n,
-                      const Thresholds<scalar_t>& th, scalar_t* __restrict__ alpha,
-                      scalar_t* __restrict__ gauss = nullptr) {
-    const scalar_t mx = g.mx, a = g.a, b = g.b, c = g.c, o = g.o;
+// alpha of g at the pixel centres (px[i], py) of a row chunk, 0 where the
+// contract skips the Gaussian; gauss = exp(power) for the backward pass. Same
+// float operations, in the same order, as the torch reference.
+template <typename scalar_t, int kBytes>
+CR_INLINE typename Simd<scalar_t, kBytes>::M eval_chunk(const PackedGaussian<scalar_t>& g,
+                                                        const typename Simd<scalar_t, kBytes>::V& px, scalar_t py,
+                                                        const Thresholds<scalar_t>& th,
+                                                        typename Simd<scalar_t, kBytes>::V& alpha,
+                                                        typename Simd<scalar_t, kBytes>::V& gauss) {
+    using V = typename Simd<scalar_t, kBytes>::V;
+    using M = typename Simd<scalar_t, kBytes>::M;
     const scalar_t dy = g.my - py;
-    const scalar_t cdydy = (c * dy) * dy;
-    for (int64_t i = 0; i < n; ++i) {
-        const scalar_t px = (x_first + static_cast<scalar_t>(i)) + scalar_t(0.5);
-        const scalar_t dx = mx - px;
-        const scalar_t power = scalar_t(-0.5) * ((a * dx) * dx + cdydy) - (b * dx) * dy;
-        const scalar_t e = exp_neg(power);
-        const scalar_t raw = o * e;
-        // NaN-propagating clamp (torch.clamp_max keeps NaN; NaN then fails alpha >= alpha_min)
-        const scalar_t al = raw > th.alpha_max ? th.alpha_max : raw;
-        const bool keep = power <= scalar_t(0) && al >= th.alpha_min;
-        alpha[i] = keep ? al : scalar_t(0);
-        if (gauss != nullptr) gauss[i] = e;
-    }
+    const scalar_t cdydy = (g.c * dy) * dy;
+    const V dx = g.mx - px;
+    const V power = scalar_t(-0.5) * ((g.a * dx) * dx + cdydy) - (g.b * dx) * dy;
+    gauss = exp_nonpositive<scalar_t, kBytes>(power);
+    const V raw = g.o * gauss;
+    // NaN-propagating clamp (torch.clamp_max keeps NaN; NaN then fails alpha >= alpha_min)
+    const V al = select(raw > th.alpha_max, V{} + th.alpha_max, raw);
+    const M keep = (power <= scalar_t(0)) & (al >= th.alpha_min);
+    alpha = select(keep, al, V{});
+    return keep;
+}
+
+// Pixel-centre x coordinates of the chunk starting at image column x_first.
+template <typename scalar_t, int kBytes>
+CR_INLINE typename Simd<scalar_t, kBytes>::V chunk_centres(int64_t x_first) {
+    using V = typename Simd<scalar_t, kBytes>::V;
+    return (lane_index<V>() + static_cast<scalar_t>(x_first)) + scalar_t(0.5);
 }
 
 }  // namespace cpu_rasterizer

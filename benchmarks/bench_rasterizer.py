@@ -1,0 +1,246 @@
+"""Benchmark the compositing backends on fixed-seed screen-space scenes.
+
+For each available backend and scene: median forward time (no autograd graph),
+median forward+backward time (wall clock, and process CPU time summed over
+threads, which stays meaningful when other jobs share the machine), the peak
+extra resident memory of one forward+backward and the throughput in (pixel,
+Gaussian) pairs per second. Pairs = sum over tiles of (tile pixels inside the
+image x Gaussians binned to the tile), i.e. the work of a tiled rasterizer
+before early termination.
+
+    .venv/bin/python benchmarks/bench_rasterizer.py --threads 2
+    .venv/bin/python benchmarks/bench_rasterizer.py --backends cpu --repeats 10
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from gaussian_renderer.backends.common import TILE_SIZE, bin_gaussians  # noqa: E402
+
+SEED = 0
+DEFAULT_GAUSSIANS = 50_000
+DEFAULT_WIDTH, DEFAULT_HEIGHT = 320, 256
+CHANNEL_SETS = (3, 3 + 16)  # RGB, RGB + 16 feature channels
+SIGMA_RANGE_PX = (1.0, 10.0)  # major-axis std-dev: radii (3 sigma) of 3 to 30 px
+ASPECT_RANGE = (0.3, 1.0)  # minor / major std-dev
+OPACITY_RANGE = (0.05, 0.95)
+DEPTH_RANGE = (1.0, 10.0)
+SCREEN_MARGIN = 0.05  # means may lie this fraction of the image size off screen
+SIGMA_EXTENT = 3.0  # radius = 3 standard deviations (as in projection.py)
+MB = 1024.0 * 1024.0
+
+
+def make_scene(n: int, width: int, height: int, channels: int, seed: int = SEED):
+    """Plausible projected Gaussians: (means2d [N,2], conics [N,3], opacities [N], colors [N,C], depths [N], radii [N])."""
+    g = torch.Generator().manual_seed(seed)
+
+    def uniform(lo, hi, size=(n,)):
+        return lo + (hi - lo) * torch.rand(size, generator=g, dtype=torch.float64)
+
+    means = torch.stack(
+        [uniform(-SCREEN_MARGIN * width, (1 + SCREEN_MARGIN) * width),
+         uniform(-SCREEN_MARGIN * height, (1 + SCREEN_MARGIN) * height)], -1
+    )
+    log_lo, log_hi = math.log(SIGMA_RANGE_PX[0]), math.log(SIGMA_RANGE_PX[1])
+    s_major = torch.exp(uniform(log_lo, log_hi))
+    s_minor = s_major * uniform(*ASPECT_RANGE)
+    theta = uniform(0.0, math.pi)
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    # covariance R diag(s^2) R^T and its inverse (the conic)
+    var_a, var_b = s_major**2, s_minor**2
+    cxx = cos**2 * var_a + sin**2 * var_b
+    cxy = cos * sin * (var_a - var_b)
+    cyy = sin**2 * var_a + cos**2 * var_b
+    det = cxx * cyy - cxy**2
+    conics = torch.stack([cyy / det, -cxy / det, cxx / det], -1)
+    radii = torch.ceil(SIGMA_EXTENT * s_major).to(torch.int32)
+    opacities = uniform(*OPACITY_RANGE)
+    depths = uniform(*DEPTH_RANGE)
+    colors = torch.rand(n, channels, generator=g, dtype=torch.float64)
+    f32 = lambda t: t.float().contiguous()  # noqa: E731
+    return f32(means), f32(conics), f32(opacities), f32(colors), f32(depths), radii
+
+
+def tile_pairs(scene, width: int, height: int) -> int:
+    """(pixel, Gaussian) pairs of a tiled rasterizer without early termination."""
+    means2d, _, _, _, depths, radii = scene
+    _, offsets = bin_gaussians(means2d, radii, depths, width, height, TILE_SIZE)
+    counts = (offsets[1:] - offsets[:-1]).double()
+    tiles_x = (width + TILE_SIZE - 1) // TILE_SIZE
+    tid = torch.arange(counts.numel())
+    cols = (width - (tid % tiles_x) * TILE_SIZE).clamp_max(TILE_SIZE)
+    rows = (height - (tid // tiles_x) * TILE_SIZE).clamp_max(TILE_SIZE)
+    return int((counts * cols * rows).sum())
+
+
+def load_backends(names):
+    """{name: rasterize} for the requested backends that can run here (with a note for the others)."""
+    out = {}
+    for name in names:
+        if name == "torch":
+            from gaussian_renderer.backends.torch_backend import rasterize
+            out[name] = rasterize
+        elif name == "cpu":
+            from gaussian_renderer.backends.cpu_backend import extension_available, rasterize
+            if extension_available():
+                out[name] = rasterize
+            else:
+                print("[skip] cpu: the C++ extension is not available")
+        elif name == "gsplat":
+            from gaussian_renderer.backends.gsplat_backend import gsplat_available, rasterize
+            if gsplat_available():
+                out[name] = rasterize
+            else:
+                print("[skip] gsplat: needs CUDA and the gsplat package")
+        else:
+            raise SystemExit(f"unknown backend '{name}' (choose from torch, cpu, gsplat)")
+    return out
+
+
+def fresh_leaves(scene):
+    """The scene with new leaf tensors (sharing storage) for the 4 differentiable inputs."""
+    return [t.detach().requires_grad_(True) for t in scene[:4]] + list(scene[4:])
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(run, device: str, repeats: int) -> tuple[float, float]:
+    """Median wall and CPU seconds of run() over `repeats` calls after one warm-up call."""
+    walls, cpus = [], []
+    for _ in range(repeats + 1):
+        sync(device)
+        w0, c0 = time.perf_counter(), time.process_time()
+        run()
+        sync(device)
+        walls.append(time.perf_counter() - w0)
+        cpus.append(time.process_time() - c0)
+    return statistics.median(walls[1:]), statistics.median(cpus[1:])
+
+
+def time_forward(fn, scene, size, device, repeats: int) -> tuple[float, float]:
+    def run():
+        with torch.no_grad():
+            fn(*scene, *size)
+
+    return timed(run, device, repeats)
+
+
+def forward_backward(fn, scene, size, device, weights) -> None:
+    image, alpha = fn(*fresh_leaves(scene), *size)
+    ((image * weights[0]).sum() + (alpha * weights[1]).sum()).backward()
+
+
+def time_forward_backward(fn, scene, size, device, repeats: int, weights) -> tuple[float, float]:
+    return timed(lambda: forward_backward(fn, scene, size, device, weights), device, repeats)
+
+
+def _proc_status_kb(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def peak_extra_mb(fn, scene, size, device, weights) -> float | None:
+    """Peak resident memory above the starting point during one forward+backward (Linux /proc)."""
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        forward_backward(fn, scene, size, device, weights)
+        return (torch.cuda.max_memory_allocated() - base) / MB
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS counter (VmHWM)
+    except OSError:
+        return None
+    base = _proc_status_kb("VmRSS")
+    forward_backward(fn, scene, size, device, weights)
+    peak = _proc_status_kb("VmHWM")
+    if base is None or peak is None:
+        return None
+    return max(0, peak - base) / 1024.0
+
+
+def bench_scene(backends, channels: int, args) -> dict:
+    size = (args.width, args.height)
+    scene = make_scene(args.gaussians, args.width, args.height, channels)
+    pairs = tile_pairs(scene, args.width, args.height)
+    g = torch.Generator().manual_seed(SEED + 1)
+    results = {}
+    for name, fn in backends.items():
+        device = "cuda" if name == "gsplat" else "cpu"
+        weights = (torch.randn(channels, args.height, args.width, generator=g).to(device),
+                   torch.randn(1, args.height, args.width, generator=g).to(device))
+        on_device = [t.to(device) for t in scene]
+        fwd, fwd_cpu = time_forward(fn, on_device, size, device, args.repeats)
+        fb, fb_cpu = time_forward_backward(fn, on_device, size, device, args.repeats, weights)
+        mem = peak_extra_mb(fn, on_device, size, device, weights)
+        results[name] = {"fwd": fwd * 1e3, "fb": fb * 1e3, "fwd_cpu": fwd_cpu * 1e3, "fb_cpu": fb_cpu * 1e3,
+                         "mem": mem, "pairs_per_s": pairs / fwd}
+    out_mb = (channels + 1) * args.width * args.height * 4 / MB
+    print(f"\nscene: {args.gaussians} Gaussians, {args.width}x{args.height} (WxH), C={channels}, "
+          f"{pairs / 1e6:.1f} M tile pairs, output image {out_mb:.1f} MB")
+    print(f"{'backend':<8} {'fwd ms':>9} {'fwd+bwd ms':>11} {'fwd cpu ms':>11} {'f+b cpu ms':>11} "
+          f"{'peak extra MB':>14} {'G pairs/s fwd':>14}")
+    for name, r in results.items():
+        mem = "n/a" if r["mem"] is None else f"{r['mem']:.1f}"
+        print(f"{name:<8} {r['fwd']:>9.1f} {r['fb']:>11.1f} {r['fwd_cpu']:>11.1f} {r['fb_cpu']:>11.1f} "
+              f"{mem:>14} {r['pairs_per_s'] / 1e9:>14.3f}")
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backends", default="torch,cpu,gsplat", help="comma-separated subset of torch,cpu,gsplat")
+    ap.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (after one warm-up)")
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads (torch and OpenMP)")
+    ap.add_argument("--gaussians", type=int, default=DEFAULT_GAUSSIANS)
+    ap.add_argument("--width", type=int, default=DEFAULT_WIDTH)
+    ap.add_argument("--height", type=int, default=DEFAULT_HEIGHT)
+    args = ap.parse_args()
+    if args.repeats < 1 or args.threads < 1:
+        raise SystemExit("--repeats and --threads must be >= 1")
+    torch.set_num_threads(args.threads)
+    backends = load_backends([b.strip() for b in args.backends.split(",") if b.strip()])
+    if not backends:
+        raise SystemExit("no requested backend is available")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    print(f"threads: {torch.get_num_threads()}, repeats: {args.repeats} (+1 warm-up), medians reported; "
+          f"load average at start: {load} on {os.cpu_count()} CPUs (other jobs inflate wall times)")
+    per_c = {c: bench_scene(backends, c, args) for c in CHANNEL_SETS}
+
+    c_lo, c_hi = CHANNEL_SETS
+    print("\nsummary (forward+backward):")
+    for name in backends:
+        ratio = per_c[c_hi][name]["fb"] / per_c[c_lo][name]["fb"]
+        print(f"  {name}: C={c_hi} / C={c_lo} cost ratio {ratio:.2f}")
+    if "torch" in backends and "cpu" in backends:
+        for c in CHANNEL_SETS:
+            r = per_c[c]
+            print(f"  C={c}: torch / cpu speed-up: forward {r['torch']['fwd'] / r['cpu']['fwd']:.1f}x, "
+                  f"forward+backward {r['torch']['fb'] / r['cpu']['fb']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""CUDA compositing through gsplat's tile rasterizer (PyPI ``gsplat`` 1.5.x).
+
+Only gsplat's low-level CUDA functions are used: ``isect_tiles`` +
+``isect_offset_encode`` bin *our* projected Gaussians and ``rasterize_to_pixels``
+composites them, so projection stays in :mod:`gaussian_renderer.projection` and
+the screen-space mean gradient (``means2d.grad``, used for densification)
+comes back through gsplat's backward pass.
+
+Differences from the contract in :mod:`gaussian_renderer.backends.common` (gsplat
+1.5.3 kernels; tests compare against the torch backend with a looser tolerance
+and on scenes that keep clear of these edges):
+  * alpha is clamped at 0.999 (contract: ``ALPHA_MAX`` = 0.99);
+  * a pixel stops when the next transmittance is ``<= 1e-4`` (contract: ``< T_MIN``),
+    and transmittance is accumulated in float32 (contract / torch: double);
+  * tile ranges use ``ceil`` for the exclusive upper bound, so a Gaussian whose
+    ``(mean + radius) / tile`` is exactly an integer k skips tile k (contract includes it);
+  * depth order comes from a radix sort of the float32 depth bits (ties: lower index);
+  * ``exp`` is CUDA's fast ``__expf``, and everything runs in float32.
+The skip rule for ``alpha < 1/255`` and ``power > 0`` is the same.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from gaussian_renderer.backends.common import TILE_SIZE
+
+
+@functools.lru_cache(maxsize=1)
+def gsplat_available() -> bool:
+    """True when CUDA is available and the gsplat package (with its low-level API) imports."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        from gsplat.cuda._wrapper import isect_offset_encode, isect_tiles, rasterize_to_pixels  # noqa: F401
+    except Exception:  # not installed, or a broken / incompatible install
+        return False
+    return True
+
+
+def rasterize(means2d, conics, opacities, colors, depths, radii, width: int, height: int, tile: int = TILE_SIZE):
+    """Alpha-composite projected Gaussians with gsplat (CUDA, float32).
+
+    Args:
+        means2d: [N, 2] pixels. conics: [N, 3]. opacities: [N]. colors: [N, C] any C
+        (gsplat pads C to a supported size internally). depths: [N] sort keys.
+        radii: [N] int pixel radii (0 = culled). width, height: image size. tile: tile edge.
+    Returns:
+        image [C, H, W] and alpha [1, H, W], differentiable w.r.t. means2d, conics,
+        opacities and colors.
+    """
+    from gsplat.cuda._wrapper import isect_offset_encode, isect_tiles, rasterize_to_pixels
+
+    tiles_x = (width + tile - 1) // tile
+    tiles_y = (height + tile - 1) // tile
+    n = means2d.shape[0]
+    # gsplat takes a leading image dimension (one image here) and per-axis radii.
+    m = means2d.float()[None]  # [1, N, 2]
+    radii_xy = radii.to(torch.int32).reshape(n, 1).expand(n, 2)[None].contiguous()  # [1, N, 2]
+    _, isect_ids, flatten_ids = isect_tiles(
+        m.detach().contiguous(), radii_xy, depths.detach().float()[None].contiguous(), tile, tiles_x, tiles_y
+    )
+    offsets = isect_offset_encode(isect_ids, 1, tiles_x, tiles_y)  # [1, tiles_y, tiles_x]
+    image, alpha = rasterize_to_pixels(
+        m, conics.float()[None], colors.float()[None], opacities.float()[None], width, height, tile, offsets, flatten_ids
+    )  # [1, H, W, C], [1, H, W, 1]
+    return image[0].permute(2, 0, 1), alpha[0].permute(2, 0, 1)

@@ -1,0 +1,189 @@
+// Native-width SIMD vectors (GCC / Clang vector extensions) for the tile kernels.
+//
+// The kernels are templates on the register width kBytes: 16 for the portable
+// build (SSE2 on x86-64, NEON elsewhere) and 32 inside the AVX2 clone, which is
+// compiled with target("avx2") and picked at run time (no -march flags needed).
+// Vectors are exactly one register wide (wider generic vectors make GCC
+// scalarise compares and selects). Rules that keep the two clones consistent
+// (GCC gives these types a different alignment per instruction set): vector
+// values live only in locals of always_inline code; memory is plain scalar
+// arrays accessed with load / store (unaligned moves).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#define CR_INLINE inline __attribute__((always_inline))
+
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_shufflevector)
+#define CR_HAS_SHUFFLEVECTOR 1
+#endif
+#endif
+#ifndef CR_HAS_SHUFFLEVECTOR
+#define CR_HAS_SHUFFLEVECTOR 0
+#endif
+
+#if defined(__x86_64__) || defined(__i386__)
+#define CPU_RASTERIZER_X86 1
+#define CR_TARGET_AVX2 __attribute__((target("avx2")))
+#else
+#define CPU_RASTERIZER_X86 0
+#endif
+
+namespace cpu_rasterizer {
+
+constexpr int kPortableBytes = 16;  // SSE2 / NEON register
+constexpr int kAvx2Bytes = 32;
+
+template <typename T>
+struct SameSizeInt;
+template <>
+struct SameSizeInt<float> {
+    using type = int32_t;
+};
+template <>
+struct SameSizeInt<double> {
+    using type = int64_t;
+};
+
+// T vector of kBytes (both template parameters: GCC drops a vector_size whose
+// element type is not dependent inside a template).
+template <typename T, int kBytes>
+struct VecOf {
+    typedef T type __attribute__((vector_size(kBytes)));
+};
+
+template <typename scalar_t, int kBytes>
+struct Simd {
+    static constexpr int W = kBytes / static_cast<int>(sizeof(scalar_t));  // lanes
+    using Int = typename SameSizeInt<scalar_t>::type;
+    using V = typename VecOf<scalar_t, kBytes>::type;
+    using M = typename VecOf<Int, kBytes>::type;                       // masks: -1 / 0 per lane
+    using I = typename VecOf<int32_t, W * sizeof(int32_t)>::type;  // int32 lanes (list positions)
+};
+
+template <typename V, typename T>
+CR_INLINE V load(const T* p) {
+    V v;
+    std::memcpy(&v, p, sizeof(V));
+    return v;
+}
+
+template <typename T, typename V>
+CR_INLINE void store(T* p, const V& v) {
+    std::memcpy(p, &v, sizeof(V));
+}
+
+template <typename T, typename V>
+CR_INLINE void add_to(T* p, const V& v) {
+    store(p, load<V>(p) + v);
+}
+
+// mask ? a : b per lane (mask lanes -1 / 0, as wide as the value lanes). The
+// vector conditional lets the compiler use blend / min / max instructions.
+template <typename M, typename V>
+CR_INLINE V select(const M& mask, const V& a, const V& b) {
+    return mask ? a : b;
+}
+
+// Whether any lane of a mask is set: OR the 16-byte pieces, then one movemask
+// (baseline SSE on x86-64) or a scalar OR elsewhere.
+template <typename M>
+CR_INLINE bool any(const M& mask) {
+    typedef int32_t I4 __attribute__((vector_size(16)));
+    I4 acc{};
+    for (size_t off = 0; off < sizeof(M); off += sizeof(I4)) {
+        I4 piece;
+        std::memcpy(&piece, reinterpret_cast<const char*>(&mask) + off, sizeof(I4));
+        acc |= piece;
+    }
+#if CPU_RASTERIZER_X86
+    typedef float F4 __attribute__((vector_size(16)));
+    return __builtin_ia32_movmskps((F4)acc) != 0;
+#else
+    return (acc[0] | acc[1] | acc[2] | acc[3]) != 0;
+#endif
+}
+
+template <typename M>
+CR_INLINE int64_t count(const M& mask) {
+    int64_t n = 0;
+    for (size_t i = 0; i < sizeof(M) / sizeof(mask[0]); ++i) n += mask[i] != 0;
+    return n;
+}
+
+// Sum of the lanes: halve the vector until 4 lanes remain (vector adds), then add those.
+template <typename V>
+CR_INLINE double hsum(const V& v) {
+    using T = decltype(v[0] + 0);
+    if constexpr (sizeof(V) > 4 * sizeof(T)) {
+        using H = typename VecOf<T, sizeof(V) / 2>::type;
+        H lo, hi;
+        std::memcpy(&lo, &v, sizeof(H));
+        std::memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof(H), sizeof(H));
+        return hsum(lo + hi);
+    } else {
+        double s = 0.0;
+        for (size_t i = 0; i < sizeof(V) / sizeof(T); ++i) s += static_cast<double>(v[i]);
+        return s;
+    }
+}
+
+// Lane-sized mask of an int32-lane mask (identity for float kernels, sign extension for double).
+template <typename M, typename I>
+CR_INLINE M mask_of(const I& m) {
+    return __builtin_convertvector(m, M);
+}
+
+// 0, 1, ..., W - 1
+template <typename V>
+CR_INLINE V lane_index() {
+    V v{};
+    for (size_t i = 0; i < sizeof(V) / sizeof(v[0]); ++i) v[i] = static_cast<decltype(v[0] + 0)>(i);
+    return v;
+}
+
+// e^x for x <= 0 (larger inputs are clamped to 0; callers discard them).
+// Cody-Waite reduction x = n ln2 + r, |r| <= ln2 / 2, Taylor series of e^r to
+// degree 7, scaled by 2^n built in the exponent bits. Max error ~1 ulp; plain
+// arithmetic so it vectorises (libm's expf would run lane by lane).
+constexpr float kExpLowest = -87.0f;        // exp(-87) ~ 1.6e-38, still a normal float
+constexpr float kLog2e = 1.44269504088896341f;
+constexpr float kLn2Hi = 0.693359375f;      // ln 2 = kLn2Hi + kLn2Lo, kLn2Hi exact in few bits
+constexpr float kLn2Lo = -2.12194440e-4f;
+constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23: (x + magic) - magic rounds x to an integer
+constexpr int32_t kFloatExponentBias = 127;
+constexpr int kFloatMantissaBits = 23;
+
+template <typename V, typename M>
+CR_INLINE V exp_nonpositive_f32(V x) {
+    const V zero = V{};
+    x = select(x < kExpLowest, zero + kExpLowest, x);
+    x = select(x > 0.0f, zero, x);
+    const V n = (x * kLog2e + kRoundMagic) - kRoundMagic;
+    const V r = (x - n * kLn2Hi) - n * kLn2Lo;
+    V p = zero + 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    const M bits = (__builtin_convertvector(n, M) + kFloatExponentBias) << kFloatMantissaBits;
+    return p * (V)bits;
+}
+
+template <typename scalar_t, int kBytes>
+CR_INLINE typename Simd<scalar_t, kBytes>::V exp_nonpositive(typename Simd<scalar_t, kBytes>::V x) {
+    if constexpr (sizeof(scalar_t) == sizeof(float)) {
+        return exp_nonpositive_f32<typename Simd<scalar_t, kBytes>::V, typename Simd<scalar_t, kBytes>::M>(x);
+    } else {  // float64 path (gradient checks): libm lane by lane, the exact reference behaviour
+        for (int i = 0; i < Simd<scalar_t, kBytes>::W; ++i) x[i] = std::exp(x[i]);
+        return x;
+    }
+}
+
+}  // namespace cpu_rasterizer
