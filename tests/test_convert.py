@@ -204,3 +204,13 @@ def test_umeyama_recovers_a_similarity():
     dst = 2.5 * src @ rot.T + np.array([1.0, -2.0, 0.5])
     s, r, t = umeyama(src, dst)
     assert s == pytest.approx(2.5) and np.allclose(r, rot) and np.allclose(t, [1.0, -2.0, 0.5])
+
+
+def test_train_on_the_converted_scene(converted, tmp_path):
+    """train.py runs on convert.py's output and improves on the initial point cloud."""
+    import train
+
+    m = train.main(["-s", str(converted), "-m", str(tmp_path / "m"), "--eval", "--iterations", "150",
+                    "--test_iterations", "1", "150", "--save_iterations", "150", "--densify_from_iter", "50",
+                    "--densification_interval", "50", "--quiet"])
+    assert m["iteration"] == 150 and m["test"]["psnr"] > 12.0
