@@ -5,8 +5,11 @@ import os
 import sys
 from pathlib import Path
 
-import pytest
-import torch
+# OpenMP threads that spin while waiting make an oversubscribed 2-core machine crawl; yield instead.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
