@@ -23,23 +23,27 @@ def l1_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = No
     return masked_mean((pred - gt).abs(), mask)
 
 
-def _gaussian_window(channels: int, device, dtype) -> torch.Tensor:
+def _gaussian_kernel_1d(device, dtype) -> torch.Tensor:
+    """[SSIM_WINDOW] normalised Gaussian taps."""
     x = torch.arange(SSIM_WINDOW, device=device, dtype=dtype) - SSIM_WINDOW // 2
     g = torch.exp(-(x**2) / (2 * SSIM_SIGMA**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).expand(channels, 1, SSIM_WINDOW, SSIM_WINDOW).contiguous()
+    return g / g.sum()
+
+
+def _gaussian_blur(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian filter of [B, H, W] maps (zero padding), equal to the 2D window, ~5x cheaper."""
+    pad = SSIM_WINDOW // 2
+    y = F.conv2d(x[:, None], g.view(1, 1, 1, -1), padding=(0, pad))
+    return F.conv2d(y, g.view(1, 1, -1, 1), padding=(pad, 0))[:, 0]
 
 
 def ssim_map(img1: torch.Tensor, img2: torch.Tensor) -> torch.Tensor:
     """Per-pixel SSIM [C,H,W] of two [C,H,W] images (11x11 Gaussian window, sigma 1.5)."""
     C = img1.shape[0]
-    w = _gaussian_window(C, img1.device, img1.dtype)
-    pad = SSIM_WINDOW // 2
-    conv = lambda x: F.conv2d(x[None], w, padding=pad, groups=C)[0]  # noqa: E731
-    mu1, mu2 = conv(img1), conv(img2)
-    s11 = conv(img1 * img1) - mu1 * mu1
-    s22 = conv(img2 * img2) - mu2 * mu2
-    s12 = conv(img1 * img2) - mu1 * mu2
+    g = _gaussian_kernel_1d(img1.device, img1.dtype)
+    stats = _gaussian_blur(torch.cat([img1, img2, img1 * img1, img2 * img2, img1 * img2]), g)
+    mu1, mu2, e11, e22, e12 = stats.split(C)
+    s11, s22, s12 = e11 - mu1 * mu1, e22 - mu2 * mu2, e12 - mu1 * mu2
     num = (2 * mu1 * mu2 + SSIM_C1) * (2 * s12 + SSIM_C2)
     den = (mu1 * mu1 + mu2 * mu2 + SSIM_C1) * (s11 + s22 + SSIM_C2)
     return num / den
