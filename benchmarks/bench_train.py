@@ -32,13 +32,14 @@ def make_scene(kind: str, root: Path) -> Path:
     return make_synthetic_endonerf(root / "endo", n_frames=24, width=80, height=64, seed=0)
 
 
-def time_training(scene: Path, out: Path, backend: str, iterations: int, feature_dim: int) -> float:
+def time_training(scene: Path, out: Path, backend: str, iterations: int, feature_dim: int, extra: list[str] = ()) -> float:
     """Seconds per iteration (scene loading excluded: timed from the first to the last iteration)."""
     args = ["-s", str(scene), "-m", str(out), "--backend", backend, "--iterations", str(iterations),
             "--test_iterations", "-1", "--save_iterations", str(iterations), "--densify_from_iter", "50",
             "--densification_interval", "50", "--quiet", "--eval"]
     if feature_dim:
         args += ["--feature_dim", str(feature_dim)]
+    args += list(extra)
     stamps = []
     orig = train.render
 
@@ -61,6 +62,8 @@ def main() -> None:
     ap.add_argument("--scene", choices=["blender", "endonerf"], default="blender")
     ap.add_argument("--feature_dims", nargs="+", type=int, default=[0])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--perceptual", action="store_true",
+                    help="also time the DINO perceptual loss (random-weight dino_vits16 at 128 px, every iteration)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,10 +75,20 @@ def main() -> None:
                 spi = time_training(scene, Path(tmp) / f"out_{backend}_{d}", backend, a.iterations, d)
                 base = spi if d == a.feature_dims[0] else base
                 rows.append((backend, d, 1.0 / spi, spi * 1000, spi / base))
+            if a.perceptual:
+                feats = Path(tmp) / "dino"
+                if not feats.exists():
+                    import extract_dino_features
+
+                    extract_dino_features.main(["--image_dir", str(scene / "images"), "--output_dir", str(feats),
+                                                "--model", "dino_vits16", "--resolution", "128", "--random_init"])
+                spi = time_training(scene, Path(tmp) / f"out_{backend}_perc", backend, a.iterations, 0,
+                                    ["--dino_feature_dir", str(feats), "--dino_random_init", "--lambda_perceptual", "0.1"])
+                rows.append((backend + "+perc", 0, 1.0 / spi, spi * 1000, spi / base))
     print(f"\nscene={a.scene}  iterations={a.iterations}  threads={a.threads}")
-    print(f"{'backend':8s} {'D':>4s} {'it/s':>8s} {'ms/it':>8s} {'vs D0':>7s}")
+    print(f"{'backend':12s} {'D':>4s} {'it/s':>8s} {'ms/it':>8s} {'vs plain':>9s}")
     for b, d, ips, ms, rel in rows:
-        print(f"{b:8s} {d:4d} {ips:8.2f} {ms:8.1f} {rel:7.2f}")
+        print(f"{b:12s} {d:4d} {ips:8.2f} {ms:8.1f} {rel:9.2f}")
 
 
 if __name__ == "__main__":
