@@ -1,10 +1,18 @@
-"""gsplat (CUDA) backend vs the torch reference backend; skips without CUDA / gsplat.
+"""gsplat backend: its plumbing on any machine, its CUDA kernels where a GPU is present.
+
+On a CPU, gsplat's CUDA entry points are swapped for gsplat's own pure-torch
+binning (``gsplat.cuda._torch_impl``) plus a stand-in for ``rasterize_to_pixels``
+that checks gsplat's input contract and composites the tile lists it is handed.
+That pins down what our backend sends gsplat (shapes, dtypes, per-axis radii,
+depth keys, tile offsets) and how it reads the result back.
 
 gsplat clamps alpha at 0.999 and stops at T <= 1e-4 in float32 (the contract:
 0.99 and T < 1e-4, double transmittance), so the scenes keep opacity * exp(power)
 below 0.99 and use few layers; the tolerance covers float32 + fast ``__expf``.
 """
 from __future__ import annotations
+
+import importlib
 
 import pytest
 import torch
@@ -55,3 +63,55 @@ def test_gsplat_means2d_gradient_reaches_the_leaf():
     image, alpha = gsplat_backend.rasterize(means2d, *rest, 40, 30)
     (image.sum() + alpha.sum()).backward()
     assert means2d.grad is not None and means2d.grad.abs().sum() > 0
+
+
+def _rasterize_to_pixels_stand_in(means2d, conics, colors, opacities, width, height, tile, isect_offsets, flatten_ids):
+    """CPU stand-in for gsplat's ``rasterize_to_pixels``: asserts the input contract of its
+    CUDA kernel, decodes its per-tile lists and composites them with the torch backend."""
+    n = means2d.shape[1]
+    tiles_y, tiles_x = isect_offsets.shape[-2:]
+    assert means2d.shape == (1, n, 2) and conics.shape == (1, n, 3) and opacities.shape == (1, n)
+    assert colors.ndim == 3 and colors.shape[:2] == (1, n)
+    assert all(t.dtype == torch.float32 for t in (means2d, conics, colors, opacities))
+    assert isect_offsets.shape == (1, tiles_y, tiles_x) and isect_offsets.dtype == torch.int32
+    assert flatten_ids.dtype == torch.int32 and tiles_y * tile >= height and tiles_x * tile >= width
+    # gsplat stores each tile's first pair; the next tile's start (or the total) ends it.
+    offsets = torch.cat([isect_offsets.flatten().long(), torch.tensor([flatten_ids.numel()])])
+    image, alpha = torch_backend.composite_binned(
+        means2d[0], conics[0], opacities[0], colors[0], flatten_ids.long(), offsets, width, height, tile
+    )
+    return image.permute(1, 2, 0)[None], alpha.permute(1, 2, 0)[None]
+
+
+@pytest.fixture
+def gsplat_on_cpu(monkeypatch):
+    """Route gsplat's CUDA entry points to its torch reference binning and the stand-in above."""
+    impl = pytest.importorskip("gsplat.cuda._torch_impl", reason="gsplat is not installed (pip install gsplat==1.5.3)")
+    wrapper = importlib.import_module("gsplat.cuda._wrapper")
+    monkeypatch.setattr(wrapper, "isect_tiles", impl._isect_tiles)
+    monkeypatch.setattr(wrapper, "isect_offset_encode", impl._isect_offset_encode)
+    monkeypatch.setattr(wrapper, "rasterize_to_pixels", _rasterize_to_pixels_stand_in)
+
+
+@pytest.mark.parametrize("n,width,height,channels", [(120, 70, 45, 3), (150, 64, 48, 19), (80, 37, 29, 1)])
+def test_gsplat_backend_plumbing_on_cpu(gsplat_on_cpu, n, width, height, channels):
+    scene = random_projected(n, width, height, channels, dtype=torch.float32, seed=n)
+    culled = scene[5].clone()
+    culled[::7] = 0  # radius 0 must drop a Gaussian in gsplat's binning too
+    scene = (*scene[:5], culled)
+
+    def run(fn):
+        inputs = [t.detach().clone().requires_grad_(i < 4) for i, t in enumerate(scene)]
+        image, alpha = fn(*inputs, width, height)
+        g = torch.Generator().manual_seed(5)
+        ((image * torch.randn(image.shape, generator=g)).sum() + (alpha * torch.randn(alpha.shape, generator=g)).sum()).backward()
+        return image.detach(), alpha.detach(), [t.grad for t in inputs[:4]]
+
+    img, alpha, grads = run(gsplat_backend.rasterize)
+    img_r, alpha_r, grads_r = run(torch_backend.rasterize)
+    assert img.shape == img_r.shape == (channels, height, width) and alpha.shape == (1, height, width)
+    assert alpha_r.max() > 0.5  # the scene covers the image
+    torch.testing.assert_close(img, img_r, rtol=0, atol=1e-6)
+    torch.testing.assert_close(alpha, alpha_r, rtol=0, atol=1e-6)
+    for got, ref in zip(grads, grads_r):  # means2d.grad included: densification reads it
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)

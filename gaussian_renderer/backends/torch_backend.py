@@ -52,11 +52,25 @@ def rasterize(means2d, conics, opacities, colors, depths, radii, width: int, hei
     Returns:
         image [C, H, W] and alpha [1, H, W].
     """
+    gauss_ids, offsets = bin_gaussians(means2d, radii, depths, width, height, tile)
+    return composite_binned(means2d, conics, opacities, colors, gauss_ids, offsets, width, height, tile)
+
+
+def composite_binned(means2d, conics, opacities, colors, gauss_ids, offsets, width: int, height: int, tile: int = TILE_SIZE):
+    """Composite Gaussians that are already binned into tiles.
+
+    Args:
+        means2d: [N, 2]. conics: [N, 3]. opacities: [N]. colors: [N, C].
+        gauss_ids: [P] int64 Gaussian index of each (tile, Gaussian) pair, grouped by
+            row-major tile and front to back inside a tile.
+        offsets: [T + 1] int64, the pairs of tile t are ``gauss_ids[offsets[t]:offsets[t + 1]]``.
+    Returns:
+        image [C, H, W] and alpha [1, H, W].
+    """
     C = colors.shape[1]
     dev, dt = colors.device, colors.dtype
     tiles_x = (width + tile - 1) // tile
     tiles_y = (height + tile - 1) // tile
-    gauss_ids, offsets = bin_gaussians(means2d, radii, depths, width, height, tile)
     counts = offsets[1:] - offsets[:-1]
     n_tiles = tiles_x * tiles_y
     P = tile * tile
