@@ -240,14 +240,10 @@ template <typename scalar_t>
 void composite_backward(const GaussianArrays<scalar_t>& gs, const BinsView& bins, const Grid& grid,
                         const Thresholds<scalar_t>& th, const BackwardInputs<scalar_t>& bi,
                         const Gradients<scalar_t>& out, Isa isa, int num_threads) {
-    auto* tile_fn = &backward_tile_portable<scalar_t>;
-    int64_t lanes = Simd<scalar_t, kPortableBytes>::W;
-#if CPU_RASTERIZER_X86
-    if (use_avx2(isa)) {
-        tile_fn = &backward_tile_avx2<scalar_t>;
-        lanes = Simd<scalar_t, kAvx2Bytes>::W;
-    }
-#endif
+    const auto kernel =
+        pick_tile_kernel<scalar_t>(isa, &backward_tile_portable<scalar_t>, CR_IF_X86(&backward_tile_avx2<scalar_t>));
+    const auto tile_fn = kernel.fn;
+    const int64_t lanes = kernel.lanes;
     RasterInputs<scalar_t> in = make_inputs(gs, grid, th);
     const int64_t n_tiles = grid.n_tiles(), channels = gs.channels;
     const int64_t capacity = slot_capacity(bins.offsets, n_tiles, GradSlots<scalar_t>::kColor + channels,

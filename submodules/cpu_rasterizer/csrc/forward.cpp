@@ -159,14 +159,10 @@ template <typename scalar_t>
 void composite_forward(const GaussianArrays<scalar_t>& gs, const BinsView& bins, const Grid& grid,
                        const Thresholds<scalar_t>& th, const ForwardOutputs<scalar_t>& out, Isa isa,
                        int num_threads) {
-    auto* tile_fn = &forward_tile_portable<scalar_t>;
-    int64_t lanes = Simd<scalar_t, kPortableBytes>::W;
-#if CPU_RASTERIZER_X86
-    if (use_avx2(isa)) {
-        tile_fn = &forward_tile_avx2<scalar_t>;
-        lanes = Simd<scalar_t, kAvx2Bytes>::W;
-    }
-#endif
+    const auto kernel =
+        pick_tile_kernel<scalar_t>(isa, &forward_tile_portable<scalar_t>, CR_IF_X86(&forward_tile_avx2<scalar_t>));
+    const auto tile_fn = kernel.fn;
+    const int64_t lanes = kernel.lanes;
     RasterInputs<scalar_t> in = make_inputs(gs, grid, th);
     const std::vector<int64_t> tiles = tile_order(bins, 0, grid.n_tiles(), true);  // empty tiles write 0 / 1
     const int64_t n_tiles = static_cast<int64_t>(tiles.size());

@@ -28,8 +28,10 @@
 #if defined(__x86_64__) || defined(__i386__)
 #define CPU_RASTERIZER_X86 1
 #define CR_TARGET_AVX2 __attribute__((target("avx2")))
+#define CR_IF_X86(expr) (expr)  // an AVX2 kernel's address; nullptr where there are none
 #else
 #define CPU_RASTERIZER_X86 0
+#define CR_IF_X86(expr) nullptr
 #endif
 
 namespace cpu_rasterizer {

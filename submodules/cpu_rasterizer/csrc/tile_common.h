@@ -64,6 +64,26 @@ inline bool use_avx2(Isa isa) {
     return avx2_supported();
 }
 
+// A tile kernel and the pixels per SIMD chunk it was compiled for.
+template <typename Fn>
+struct TileKernel {
+    Fn fn;
+    int64_t lanes;
+};
+
+template <typename T>
+struct NonDeduced {
+    using type = T;
+};
+
+// The AVX2 build of a tile kernel when `isa` allows it and the CPU has AVX2, else the portable
+// build. `avx2` is nullptr on non-x86 builds (see CR_IF_X86).
+template <typename scalar_t, typename Fn>
+TileKernel<Fn> pick_tile_kernel(Isa isa, Fn portable, typename NonDeduced<Fn>::type avx2) {
+    if (avx2 != nullptr && use_avx2(isa)) return {avx2, Simd<scalar_t, kAvx2Bytes>::W};
+    return {portable, Simd<scalar_t, kPortableBytes>::W};
+}
+
 // Channel count, a compile-time constant for the common small counts (kC > 0)
 // so the per-channel loops unroll; kC = 0 reads it at run time.
 template <int kC>
