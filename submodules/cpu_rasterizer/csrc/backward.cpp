@@ -176,17 +176,10 @@ CR_INLINE void backward_tile_body(const TileView& v, const RasterInputs<scalar_t
         if (!tile_rows(g, v, r0, r1)) continue;
         const scalar_t* color = in.colors + static_cast<int64_t>(gid) * in.channels;
         GeoSums<typename Simd<scalar_t, kBytes>::V> geo;
-        for (int64_t r = r0; r <= r1; ++r) {
-            const double py = static_cast<double>(v.y0 + r) + 0.5;
-            int64_t c0, c1;
-            if (!support_cols(g, py, v.x0, v.cols, c0, c1)) continue;
-            for (int64_t j = c0 / W; j <= c1 / W; ++j) {
-                const int64_t q = r * per_row + j;
-                if (s.last_max[q] <= k) continue;
-                backward_chunk<scalar_t, kBytes, kC>(s, g, color, channels, in.th, q, v.x0 + j * W,
-                                                 static_cast<scalar_t>(py), k, geo);
-            }
-        }
+        for_each_support_chunk<W>(g, v, r0, r1, per_row, [&](int64_t q, int64_t x_lane0, scalar_t py) {
+            if (s.last_max[q] <= k) return;
+            backward_chunk<scalar_t, kBytes, kC>(s, g, color, channels, in.th, q, x_lane0, py, k, geo);
+        });
         if (s.part.touched) {
             commit<scalar_t, kBytes, kC>(geo, s.part, k, channels, slots);
             s.part.clear();

@@ -108,19 +108,13 @@ CR_INLINE void forward_tile_body(const TileView& v, const RasterInputs<scalar_t>
         int64_t r0, r1;
         if (!tile_rows(g, v, r0, r1)) continue;
         const scalar_t* color = in.colors + static_cast<int64_t>(gid) * in.channels;
-        for (int64_t r = r0; r <= r1; ++r) {
-            const double py = static_cast<double>(v.y0 + r) + 0.5;
-            int64_t c0, c1;
-            if (!support_cols(g, py, v.x0, v.cols, c0, c1)) continue;
-            for (int64_t j = c0 / W; j <= c1 / W; ++j) {
-                const int64_t q = r * per_row + j;
-                if (s.live[q] == 0) continue;
-                const int64_t n = composite_chunk<scalar_t, kBytes, kC>(s, g, color, channels, in.th, q, v.x0 + j * W,
-                                                                    static_cast<scalar_t>(py), static_cast<int32_t>(k));
-                s.live[q] -= n;
-                alive -= n;
-            }
-        }
+        for_each_support_chunk<W>(g, v, r0, r1, per_row, [&](int64_t q, int64_t x_lane0, scalar_t py) {
+            if (s.live[q] == 0) return;
+            const int64_t n = composite_chunk<scalar_t, kBytes, kC>(s, g, color, channels, in.th, q, x_lane0, py,
+                                                                static_cast<int32_t>(k));
+            s.live[q] -= n;
+            alive -= n;
+        });
     }
     s.write(v, out, in.grid, in.channels);
 }

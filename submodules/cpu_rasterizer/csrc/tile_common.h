@@ -58,6 +58,20 @@ CR_INLINE bool tile_rows(const PackedGaussian<scalar_t>& g, const TileView& v, i
     return !g.bounded || pixel_range(static_cast<double>(g.mx), g.hx, v.x0, v.cols, c0, c1);
 }
 
+// Calls visit(q, x_lane0, py) for each `lanes`-pixel chunk of tile v, rows r0..r1, that g's
+// support ellipse reaches: q = chunk index, x_lane0 = image x of its lane 0, py = pixel-centre y.
+template <int lanes, typename scalar_t, typename Visit>
+CR_INLINE void for_each_support_chunk(const PackedGaussian<scalar_t>& g, const TileView& v, int64_t r0, int64_t r1,
+                                      int64_t per_row, Visit&& visit) {
+    for (int64_t r = r0; r <= r1; ++r) {
+        const double py = static_cast<double>(v.y0 + r) + 0.5;
+        int64_t c0, c1;
+        if (!support_cols(g, py, v.x0, v.cols, c0, c1)) continue;
+        for (int64_t j = c0 / lanes; j <= c1 / lanes; ++j)
+            visit(r * per_row + j, v.x0 + j * lanes, static_cast<scalar_t>(py));
+    }
+}
+
 // Whether to run the AVX2 clone of the tile kernels.
 inline bool use_avx2(Isa isa) {
     if (isa == Isa::kGeneric) return false;
