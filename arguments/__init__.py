@@ -8,7 +8,8 @@ also adds a one-letter short flag, e.g. ``_source_path`` -> ``-s``) and
 Configs: ``--config FILE.py`` names a Python file holding dicts
 ``ModelParams = {...}``, ``OptimizationParams = {...}``, ``PipelineParams = {...}``;
 it is parsed with ``ast.literal_eval`` (never executed) and overrides defaults,
-while flags given explicitly on the command line still win.
+while flags given explicitly on the command line still win. ``_base_ = "file.py"``
+inherits another config (its values first, this file's on top).
 """
 from __future__ import annotations
 
@@ -148,11 +149,17 @@ def add_config_flag(parser: ArgumentParser) -> None:
     parser.add_argument("--config", type=str, default=None, help="Python file of parameter dicts overriding defaults")
 
 
-def load_config(path: str) -> dict:
-    """Parse a config file of top-level ``Name = {literal dict}`` assignments without executing it."""
+def load_config(path: str, _seen: tuple[Path, ...] = ()) -> dict:
+    """Parse a config file of top-level ``Name = {literal dict}`` assignments without executing it.
+
+    ``_base_ = "other.py"`` (a path relative to the file, as in 4DGS / EndoGaussian configs)
+    loads that file first; this file's values override the base's.
+    """
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{p}: config file not found")
+    if p.resolve() in _seen:
+        raise UserError(f"{p}: config _base_ chain loops back to itself")
     try:
         tree = ast.parse(p.read_text(), filename=str(p))
     except SyntaxError as exc:
@@ -163,13 +170,19 @@ def load_config(path: str) -> dict:
             continue  # docstring
         if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
             raise UserError(f"{p}:{node.lineno}: only 'Name = {{...}}' assignments of literal dicts are allowed")
+        name = node.targets[0].id
         try:
             value = ast.literal_eval(node.value)
         except ValueError:
-            raise UserError(f"{p}:{node.lineno}: value must be a literal dict (numbers, strings, lists)") from None
-        if not isinstance(value, dict):
-            raise UserError(f"{p}:{node.lineno}: {node.targets[0].id} must be a dict")
-        out.update(value)
+            raise UserError(f"{p}:{node.lineno}: value must be a literal (numbers, strings, lists, dicts)") from None
+        if name == "_base_":
+            if not isinstance(value, str):
+                raise UserError(f"{p}:{node.lineno}: _base_ must be a path string, e.g. _base_ = \"default.py\"")
+            out = {**load_config(str(p.parent / value), _seen + (p.resolve(),)), **out}
+        elif isinstance(value, dict):
+            out.update(value)
+        else:
+            raise UserError(f"{p}:{node.lineno}: {name} must be a dict")
     return out
 
 

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 from argparse import ArgumentParser
+from pathlib import Path
 
 import pytest
 
 from arguments import ModelParams, OptimizationParams, PipelineParams, get_combined_args, parse_with_config, read_cfg_args
 from utils.errors import UserError
 from utils.train_utils import write_cfg_args
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _parser():
@@ -47,6 +50,29 @@ def test_config_is_never_executed(tmp_path):
     cfg.write_text("OptimizationParams = {'no_such_flag': 1}\n")
     with pytest.raises(UserError, match="no_such_flag"):
         parse_with_config(p, ["--config", str(cfg)])
+
+
+def test_config_base_inheritance(tmp_path):
+    (tmp_path / "base.py").write_text('OptimizationParams = {"iterations": 3000, "lambda_depth": 1.0}\n')
+    (tmp_path / "scene.py").write_text('_base_ = "base.py"\nOptimizationParams = {"lambda_depth": 0.5}\n')
+    p, *_ = _parser()
+    a = parse_with_config(p, ["--config", str(tmp_path / "scene.py")])
+    assert a.iterations == 3000 and a.lambda_depth == 0.5
+    (tmp_path / "base.py").write_text('_base_ = "scene.py"\n')
+    with pytest.raises(UserError, match="loops back"):
+        parse_with_config(p, ["--config", str(tmp_path / "scene.py")])
+    (tmp_path / "scene.py").write_text("_base_ = 3\n")
+    with pytest.raises(UserError, match="_base_ must be a path"):
+        parse_with_config(p, ["--config", str(tmp_path / "scene.py")])
+
+
+def test_endonerf_configs_carry_the_published_protocol():
+    p, *_ = _parser()
+    p.add_argument("--test_iterations", nargs="+", type=int)  # train.py's own flags
+    p.add_argument("--save_iterations", nargs="+", type=int)
+    for scene in ("pulling", "cutting"):
+        a = parse_with_config(p, ["--config", str(REPO / "arguments" / "endonerf" / f"{scene}.py")])
+        assert a.iterations == 3000 and a.lambda_depth == 1.0 and a.deform == "basis" and a.test_iterations == [1000, 3000]
 
 
 def test_cfg_args_round_trip_and_merge(tmp_path):
