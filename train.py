@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 from argparse import ArgumentParser
 from pathlib import Path
@@ -86,9 +87,13 @@ def training(dataset, opt, pipe, test_iterations, save_iterations, checkpoint_it
             gaussians.oneup_sh_degree()
         cam = train_cams[sampler.next()]
         background = torch.rand(3, device=device) if opt.random_background else bg
-        pkg = render(cam, gaussians, pipe, background)
-        loss, terms = losses(iteration, cam, pkg, gaussians)
-        loss.backward()
+        # --debug: autograd names the forward op behind a NaN gradient; render() checks its tensors
+        with torch.autograd.detect_anomaly(check_nan=True) if pipe.debug else contextlib.nullcontext():
+            pkg = render(cam, gaussians, pipe, background)
+            loss, terms = losses(iteration, cam, pkg, gaussians)
+            if pipe.debug and not torch.isfinite(loss):
+                raise FloatingPointError(f"iteration {iteration}: loss is {float(loss)} ({ {k: float(v) for k, v in terms.items()} }) on camera '{cam.image_name}'")
+            loss.backward()
 
         with torch.no_grad():
             cur_psnr = float(psnr(pkg["render"].clamp(0, 1), cam.original_image, cam.mask))

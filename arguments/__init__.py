@@ -97,7 +97,7 @@ class PipelineParams(ParamGroup):
 
     def __init__(self, parser):
         self.backend = "auto"  # auto | torch | cpu | gsplat
-        self.debug = False
+        self.debug = False  # stop at the first NaN/inf in render() or the loss; autograd anomaly mode (slow)
         super().__init__(parser)
 
 

@@ -64,9 +64,13 @@ def render(
 
     name = backend or getattr(pipe, "backend", "auto")
     rasterize = get_rasterizer(name, stacked.device.type)
-    out, alpha = rasterize(
-        means2d, proj.conics, gaussians.get_opacity.squeeze(-1), stacked, proj.depths, proj.radii, W, H
-    )
+    opacities = gaussians.get_opacity.squeeze(-1)
+    debug = getattr(pipe, "debug", False)
+    if debug:
+        check_finite(camera, means2d=means2d, conics=proj.conics, opacities=opacities, colors=stacked)
+    out, alpha = rasterize(means2d, proj.conics, opacities, stacked, proj.depths, proj.radii, W, H)
+    if debug:
+        check_finite(camera, rasterizer_output=out, rasterizer_alpha=alpha)
     image = out[:3] + (1.0 - alpha) * bg_color[:, None, None]
     feature_map = out[3:-1] if feats is not None else None
     depth = out[-1:] / alpha.clamp_min(1e-6)
@@ -79,3 +83,22 @@ def render(
         "visibility_filter": proj.radii > 0,
         "radii": proj.radii,
     }
+
+
+def check_finite(camera, **tensors: torch.Tensor) -> None:
+    """``--debug``: stop at the first rasterizer input or output holding NaN / inf.
+
+    Args:
+        camera: the view being rendered (named in the message).
+        tensors: name -> tensor; the first row-indexed dimension is reported as Gaussians.
+    Raises:
+        FloatingPointError naming the tensor, the camera and how many rows are affected.
+    """
+    for name, t in tensors.items():
+        bad = ~torch.isfinite(t.detach())
+        if bad.any():
+            rows = int(bad.reshape(t.shape[0], -1).any(dim=1).sum()) if t.ndim else 1
+            raise FloatingPointError(
+                f"render(): {name} has non-finite values in {rows} of {t.shape[0] if t.ndim else 1} rows "
+                f"(camera '{camera.image_name}'); the Gaussians or the learning rates have diverged"
+            )

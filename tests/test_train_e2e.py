@@ -114,3 +114,12 @@ def test_real_colmap_scene_trains_and_improves(tmp_path):
     first, last = seen["psnr"][0], seen["psnr"][2]
     print(f"bartoszek -r 8 test PSNR: {first:.2f} -> {last:.2f} dB")
     assert last > first + 1.0
+
+
+def test_debug_flag_stops_at_the_first_non_finite_tensor(tmp_path):
+    scene = make_synthetic_blender(tmp_path / "scene", n_train=4, n_test=1, width=32, height=32, seed=0)
+    base = ["-s", str(scene), "--iterations", "5", "--test_iterations", "5", "--save_iterations", "5", "--quiet"]
+    train.main(base + ["-m", str(tmp_path / "clean"), "--debug"])  # every check on, nothing diverges
+    # a scaling learning rate this large makes exp(scale) overflow after the first step
+    with pytest.raises(FloatingPointError, match=r"render\(\): conics has non-finite values .* \(camera 'r_\d+'\)"):
+        train.main(base + ["-m", str(tmp_path / "diverged"), "--debug", "--scaling_lr", "1e4"])
