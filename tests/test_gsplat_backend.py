@@ -115,3 +115,28 @@ def test_gsplat_backend_plumbing_on_cpu(gsplat_on_cpu, n, width, height, channel
     torch.testing.assert_close(alpha, alpha_r, rtol=0, atol=1e-6)
     for got, ref in zip(grads, grads_r):  # means2d.grad included: densification reads it
         torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("failure", ["build error", "no toolkit"])
+def test_gsplat_that_cannot_build_its_kernels_is_reported_and_skipped(monkeypatch, failure):
+    pytest.importorskip("gsplat.cuda._wrapper", reason="gsplat is not installed (pip install gsplat==1.5.3)")
+    import sys
+    import types
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    if failure == "build error":
+        class _FailingModule(types.ModuleType):
+            def __getattr__(self, name):
+                raise RuntimeError("Error building extension 'gsplat_cuda'")
+
+        monkeypatch.setitem(sys.modules, "gsplat.cuda._backend", _FailingModule("gsplat.cuda._backend"))
+        expected = "could not build its CUDA kernels"
+    else:
+        monkeypatch.setitem(sys.modules, "gsplat.cuda._backend", types.SimpleNamespace(_C=None))
+        expected = "no CUDA toolkit"
+    gsplat_backend.gsplat_available.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match=expected):
+            assert gsplat_backend.gsplat_available() is False
+    finally:
+        gsplat_backend.gsplat_available.cache_clear()

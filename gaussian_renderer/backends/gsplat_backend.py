@@ -21,6 +21,7 @@ The skip rule for ``alpha < 1/255`` and ``power > 0`` is the same.
 from __future__ import annotations
 
 import functools
+import warnings
 
 import torch
 
@@ -29,12 +30,26 @@ from gaussian_renderer.backends.common import TILE_SIZE
 
 @functools.lru_cache(maxsize=1)
 def gsplat_available() -> bool:
-    """True when CUDA is available and the gsplat package (with its low-level API) imports."""
+    """True when CUDA is available, gsplat imports and its CUDA kernels load.
+
+    gsplat compiles its kernels the first time they are loaded (a few minutes, needs
+    nvcc); loading them here, once, means a failed build gives one warning and the
+    registry's fallback instead of an error deep inside the first render.
+    """
     if not torch.cuda.is_available():
         return False
     try:
         from gsplat.cuda._wrapper import isect_offset_encode, isect_tiles, rasterize_to_pixels  # noqa: F401
     except Exception:  # not installed, or a broken / incompatible install
+        return False
+    try:
+        from gsplat.cuda._backend import _C
+    except Exception as exc:  # the JIT build failed
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        warnings.warn(f"gsplat could not build its CUDA kernels ({reason})", stacklevel=2)
+        return False
+    if _C is None:
+        warnings.warn("gsplat found no CUDA toolkit to build its kernels (install cuda-nvcc, see environment.yml)", stacklevel=2)
         return False
     return True
 
