@@ -10,6 +10,11 @@ import sys
 from typing import Callable
 
 
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line (whitespace collapsed, at most ``limit`` characters)."""
+    return " ".join(str(exc).split())[:limit] or type(exc).__name__
+
+
 class UserError(Exception):
     """Bad input or configuration that the user can fix (shown as one line)."""
 

@@ -21,6 +21,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from gaussian_renderer.backends.common import ALPHA_MAX, ALPHA_MIN, T_MIN, TILE_SIZE
+from utils.errors import one_line
 
 EXT_DIR = Path(__file__).resolve().parents[2] / "submodules" / "cpu_rasterizer"
 JIT_BUILD_DIR = EXT_DIR / "build" / "jit"
@@ -98,7 +99,7 @@ def _extension():
     try:
         return _jit_build()
     except Exception as exc:  # any build/load failure means "not available here"
-        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        reason = one_line(exc)
         warnings.warn(f"C++ CPU rasterizer unavailable ({reason}); falling back to the torch backend", stacklevel=2)
         return None
 

@@ -26,6 +26,7 @@ import warnings
 import torch
 
 from gaussian_renderer.backends.common import TILE_SIZE
+from utils.errors import one_line
 
 
 @functools.lru_cache(maxsize=1)
@@ -45,7 +46,7 @@ def gsplat_available() -> bool:
     try:
         from gsplat.cuda._backend import _C
     except Exception as exc:  # the JIT build failed
-        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        reason = one_line(exc)
         warnings.warn(f"gsplat could not build its CUDA kernels ({reason})", stacklevel=2)
         return False
     if _C is None:
