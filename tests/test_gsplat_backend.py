@@ -140,3 +140,12 @@ def test_gsplat_that_cannot_build_its_kernels_is_reported_and_skipped(monkeypatc
             assert gsplat_backend.gsplat_available() is False
     finally:
         gsplat_backend.gsplat_available.cache_clear()
+
+
+def test_auto_on_cuda_without_gsplat_warns_and_uses_torch(monkeypatch):
+    from gaussian_renderer import backends
+
+    monkeypatch.setattr(gsplat_backend, "gsplat_available", lambda: False)
+    monkeypatch.setattr(backends, "_warned", set())
+    with pytest.warns(UserWarning, match="gsplat unavailable; using the slow torch backend"):
+        assert backends.get_rasterizer("auto", "cuda") is torch_backend.rasterize

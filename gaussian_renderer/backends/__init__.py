@@ -54,8 +54,9 @@ def get_rasterizer(name: str, device_type: str) -> Callable:
         for cand in order:
             fn = _load(cand)
             if fn is not None:
-                if cand == "torch" and device_type == "cpu":
-                    _warn_once("auto-torch", "C++ CPU rasterizer unavailable; using the slow torch backend")
+                if cand == "torch":
+                    fast = "gsplat" if device_type == "cuda" else "C++ CPU rasterizer"
+                    _warn_once(f"auto-torch-{device_type}", f"{fast} unavailable; using the slow torch backend")
                 return fn
         raise AssertionError("torch backend always loads")
     if name == "gsplat" and device_type != "cuda":
