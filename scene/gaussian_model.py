@@ -150,7 +150,7 @@ class GaussianModel:
             "deform": opt.deform_lr,
         }
         groups = [{"params": [p], "lr": lrs[name], "name": name} for name, p in self.params.items()]
-        self.optimizer = torch.optim.Adam(groups, lr=0.0, eps=1e-15)
+        self.optimizer = optim_utils.make_adam(groups, lr=0.0, eps=1e-15)
         self._opt = opt
         self._reset_stats(self.num_points)
 

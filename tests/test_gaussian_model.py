@@ -9,6 +9,7 @@ import torch
 from plyfile import PlyData
 
 from arguments import OptimizationParams
+from scene import optim_utils
 from scene.gaussian_model import GaussianModel, nearest_neighbour_scale, subset_model
 from scene.ply_io import read_gaussian_ply
 from utils.errors import UserError
@@ -127,3 +128,20 @@ def test_subset_model():
     keep[[1, 3]] = True
     s = subset_model(m, keep)
     assert s.num_points == 2 and torch.equal(s.get_semantic, m.get_semantic[keep].detach())
+
+
+def test_make_adam_follows_the_default_adam_update():
+    g = torch.Generator().manual_seed(0)
+    start, grads = torch.randn(50, 3, generator=g), [torch.randn(50, 3, generator=g) for _ in range(5)]
+
+    def run(make):
+        p = torch.nn.Parameter(start.clone())
+        opt = make([{"params": [p], "lr": 0.01, "name": "xyz"}], lr=0.0, eps=1e-15)
+        for grad in grads:
+            p.grad = grad.clone()
+            opt.step()
+        return p.detach()
+
+    fast = run(optim_utils.make_adam)
+    assert not torch.equal(fast, start)
+    torch.testing.assert_close(fast, run(torch.optim.Adam), rtol=1e-6, atol=1e-7)
