@@ -31,18 +31,23 @@ def _gaussian_kernel_1d(device, dtype) -> torch.Tensor:
 
 
 def _gaussian_blur(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian filter of [B, H, W] maps (zero padding), equal to the 2D window, ~5x cheaper."""
-    pad = SSIM_WINDOW // 2
-    y = F.conv2d(x[:, None], g.view(1, 1, 1, -1), padding=(0, pad))
-    return F.conv2d(y, g.view(1, 1, -1, 1), padding=(pad, 0))[:, 0]
+    """Separable Gaussian filter of [B, H, W] maps (zero padding), equal to the 2D window.
+
+    Two depthwise convolutions (one group per map): on a CPU this is several times faster,
+    forward and backward, than the same filter run as a batch of one-channel images.
+    """
+    B, pad = x.shape[0], SSIM_WINDOW // 2
+    y = F.conv2d(x[None], g.view(1, 1, 1, -1).expand(B, 1, 1, -1), padding=(0, pad), groups=B)
+    return F.conv2d(y, g.view(1, 1, -1, 1).expand(B, 1, -1, 1), padding=(pad, 0), groups=B)[0]
 
 
 def ssim_map(img1: torch.Tensor, img2: torch.Tensor) -> torch.Tensor:
     """Per-pixel SSIM [C,H,W] of two [C,H,W] images (11x11 Gaussian window, sigma 1.5)."""
     C = img1.shape[0]
     g = _gaussian_kernel_1d(img1.device, img1.dtype)
-    stats = _gaussian_blur(torch.cat([img1, img2, img1 * img1, img2 * img2, img1 * img2]), g)
-    mu1, mu2, e11, e22, e12 = stats.split(C)
+    # img2-only statistics are blurred apart: for a constant ground truth they need no backward pass
+    mu1, e11, e12 = _gaussian_blur(torch.cat([img1, img1 * img1, img1 * img2]), g).split(C)
+    mu2, e22 = _gaussian_blur(torch.cat([img2, img2 * img2]), g).split(C)
     s11, s22, s12 = e11 - mu1 * mu1, e22 - mu2 * mu2, e12 - mu1 * mu2
     num = (2 * mu1 * mu2 + SSIM_C1) * (2 * s12 + SSIM_C2)
     den = (mu1 * mu1 + mu2 * mu2 + SSIM_C1) * (s11 + s22 + SSIM_C2)
