@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from scene.reader_utils import write_points_ply
-from utils.errors import UserError, run_cli
+from utils.errors import UserError, parse_size, run_cli
 from utils.io_utils import atomic_path, write_json
 
 # --- scene layout (world units, z up)
@@ -306,14 +306,6 @@ def make_synthetic_blender(out_dir: str | os.PathLike, n_train: int = 24, n_test
     return out
 
 
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(x) for x in text.lower().split("x"))
-    except ValueError:
-        raise UserError(f"--size {text}: expected WIDTHxHEIGHT, e.g. 80x80") from None
-    return w, h
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write a synthetic Blender-format scene (for tests and demos).")
     parser.add_argument("out_dir")
@@ -322,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", default="80x80", help="WIDTHxHEIGHT in pixels")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    w, h = _parse_size(args.size)
+    w, h = parse_size(args.size)
     out = make_synthetic_blender(args.out_dir, args.views, args.test_views, w, h, args.seed)
     print(f"wrote {args.views}+{args.test_views} views ({w}x{h}) to {out}")
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from utils.errors import UserError, run_cli
+from utils.errors import UserError, parse_size, run_cli
 from utils.io_utils import atomic_path, save_npy
 
 DEFAULT_FRAMES, DEFAULT_WIDTH, DEFAULT_HEIGHT = 24, 80, 64
@@ -270,14 +270,6 @@ def make_synthetic_endonerf(out_dir: str | os.PathLike, n_frames: int = DEFAULT_
     return out
 
 
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UserError(f"--size {text!r}: expected WIDTHxHEIGHT, e.g. 80x64") from None
-    return w, h
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write a synthetic EndoNeRF scene (deforming tissue + moving tool).")
     parser.add_argument("out_dir")
@@ -286,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="replace the frames of an existing synthetic scene")
     args = parser.parse_args(argv)
-    width, height = _parse_size(args.size)
+    width, height = parse_size(args.size)
     start = time.perf_counter()
     out = make_synthetic_endonerf(args.out_dir, args.frames, width, height, args.seed, args.overwrite)
     print(f"wrote {args.frames} frames ({width}x{height}) to {out} in {time.perf_counter() - start:.2f} s")

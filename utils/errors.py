@@ -19,6 +19,17 @@ class UserError(Exception):
     """Bad input or configuration that the user can fix (shown as one line)."""
 
 
+def parse_size(text: str, flag: str = "--size") -> tuple[int, int]:
+    """A command-line ``WIDTHxHEIGHT`` value as (width, height) in pixels, or a one-line error."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"{flag} {text!r}: expected WIDTHxHEIGHT, e.g. 80x64") from None
+    if w <= 0 or h <= 0:
+        raise UserError(f"{flag} {text!r}: width and height must be positive")
+    return w, h
+
+
 def run_cli(main: Callable[[], object]) -> None:
     """Run ``main()``; turn a :class:`UserError` into a one-line message and exit code 2."""
     try:
