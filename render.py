@@ -64,11 +64,15 @@ def evaluation_masks(scene: Scene, cameras, which: str) -> list:
 
 
 @torch.no_grad()
-def render_set(out_dir: Path, cameras, gaussians, pipe, bg, feature_projector=None, quiet=False, masks=None, mask_source="") -> None:
-    """Write renders, ground truth, depth (and masks / feature PCA) for ``cameras``."""
-    masks = masks if masks is not None else [cam.mask for cam in cameras]
+def render_set(out_dir: Path, cameras, gaussians, pipe, bg, feature_projector, quiet: bool, masks: list,
+               mask_source: str) -> None:
+    """Write renders, ground truth, depth (and masks / feature PCA) for ``cameras``.
+
+    ``masks``: per camera [1,H,W] mask or None (from :func:`evaluation_masks`); ``mask_source``
+    describes them in ``mask_source.json`` for metrics.py.
+    """
     if any(m is not None for m in masks):
-        write_json(out_dir / "mask_source.json", {"mask": mask_source or MASK_SOURCES["tool"]})
+        write_json(out_dir / "mask_source.json", {"mask": mask_source})
     for idx, cam in enumerate(tqdm(cameras, desc=f"Rendering {out_dir.parent.name}", disable=quiet)):
         pkg = render(cam, gaussians, pipe, bg)
         name = f"{idx:05d}.png"
