@@ -253,6 +253,7 @@ def resize_images(src_dir: Path, dst_dir: Path, factor: int) -> int:
     import cv2
 
     from scene.reader_utils import list_images
+    from utils.image_utils import resize_image
     from utils.io_utils import atomic_path
 
     names = list_images(src_dir)
@@ -261,8 +262,7 @@ def resize_images(src_dir: Path, dst_dir: Path, factor: int) -> int:
         if img is None:
             raise UserError(f"{src_dir / name}: cannot decode image for --resize")
         h, w = img.shape[:2]
-        size = (max(1, round(w / factor)), max(1, round(h / factor)))
-        small = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+        small = resize_image(img, max(1, round(w / factor)), max(1, round(h / factor)))
         with atomic_path(dst_dir / name) as tmp:
             if not cv2.imwrite(tmp, small):
                 raise UserError(f"{dst_dir / name}: could not write image")
