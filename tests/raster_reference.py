@@ -31,6 +31,20 @@ def random_projected(n: int, width: int, height: int, channels: int, dtype=torch
     return means2d, conics, opacities, colors, depths, radii
 
 
+def image_and_grads(fn, scene, width: int, height: int, seed: int = 1, device: str = "cpu"):
+    """Run a compositing function on ``scene`` (moved to ``device``) and backpropagate a random linear loss.
+
+    Returns (image, alpha, [grad means2d, conics, opacities, colors]), all on the CPU.
+    """
+    inputs = [t.detach().clone().to(device).requires_grad_(i < 4) for i, t in enumerate(scene)]
+    image, alpha = fn(*inputs, width, height)
+    g = torch.Generator().manual_seed(seed)
+    w_img = torch.randn(image.shape, generator=g, dtype=image.dtype).to(device)
+    w_alpha = torch.randn(alpha.shape, generator=g, dtype=alpha.dtype).to(device)
+    ((image * w_img).sum() + (alpha * w_alpha).sum()).backward()
+    return image.detach().cpu(), alpha.detach().cpu(), [t.grad.cpu() for t in inputs[:4]]
+
+
 def rasterize_bruteforce(means2d, conics, opacities, colors, depths, radii, width, height, tile=TILE_SIZE):
     """Per-pixel loop; returns image [C,H,W], alpha [1,H,W]."""
     C = colors.shape[1]

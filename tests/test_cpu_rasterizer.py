@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from gaussian_renderer.backends import common, cpu_backend, get_rasterizer, torch_backend
-from tests.raster_reference import random_projected
+from tests.raster_reference import image_and_grads, random_projected
 
 TOL = 1e-5  # float32 agreement: values absolute; gradients relative to the largest gradient (or 1)
 ISAS = {"auto": 0, "portable": 1}  # AVX2 when the CPU has it / the portable SSE2 (or NEON) build
@@ -79,17 +79,6 @@ def scene(kind: str, width: int, height: int, channels: int, seed: int = 0):
     raise ValueError(kind)
 
 
-def render(fn, sc, width, height, seed=1):
-    """image, alpha and the gradients of a random linear loss w.r.t. means2d, conics, opacities, colors."""
-    inputs = [t.detach().clone().requires_grad_(i < 4) for i, t in enumerate(sc)]
-    image, alpha = fn(*inputs, width, height)
-    g = torch.Generator().manual_seed(seed)
-    w_img = torch.randn(image.shape, generator=g, dtype=image.dtype)
-    w_alpha = torch.randn(alpha.shape, generator=g, dtype=image.dtype)
-    ((image * w_img).sum() + (alpha * w_alpha).sum()).backward()
-    return image.detach(), alpha.detach(), [t.grad for t in inputs[:4]]
-
-
 def assert_match(cpu, ref):
     img, alpha, grads = cpu
     img_r, alpha_r, grads_r = ref
@@ -115,14 +104,15 @@ CASES = [  # kind, width, height, channels
 @pytest.mark.parametrize("kind,width,height,channels", CASES)
 def test_matches_torch_backend(isa, kind, width, height, channels):
     sc = scene(kind, width, height, channels)
-    assert_match(render(cpu_backend.rasterize, sc, width, height), render(torch_backend.rasterize, sc, width, height))
+    assert_match(image_and_grads(cpu_backend.rasterize, sc, width, height),
+                 image_and_grads(torch_backend.rasterize, sc, width, height))
 
 
 def test_float64_matches_torch_backend(isa):
     width, height = 45, 38
     sc = random_projected(200, width, height, 5, dtype=torch.float64, seed=9)
-    img, alpha, grads = render(cpu_backend.rasterize, sc, width, height)
-    img_r, alpha_r, grads_r = render(torch_backend.rasterize, sc, width, height)
+    img, alpha, grads = image_and_grads(cpu_backend.rasterize, sc, width, height)
+    img_r, alpha_r, grads_r = image_and_grads(torch_backend.rasterize, sc, width, height)
     torch.testing.assert_close(img, img_r, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(alpha, alpha_r, rtol=1e-12, atol=1e-12)
     for got, ref in zip(grads, grads_r):
@@ -161,9 +151,9 @@ def test_results_are_reproducible_across_thread_counts(ext):
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = render(cpu_backend.rasterize, sc, width, height)
+        one = image_and_grads(cpu_backend.rasterize, sc, width, height)
         torch.set_num_threads(2)
-        two = render(cpu_backend.rasterize, sc, width, height)
+        two = image_and_grads(cpu_backend.rasterize, sc, width, height)
     finally:
         torch.set_num_threads(threads)
     # bit-identical: tiles are independent and per-Gaussian sums run in a fixed order

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from gaussian_renderer.backends import gsplat_backend, torch_backend
-from tests.raster_reference import random_projected
+from tests.raster_reference import image_and_grads, random_projected
 
 VALUE_TOL = 1e-4
 GRAD_RTOL = 1e-3  # relative to the largest gradient of each kind
@@ -31,23 +31,13 @@ def _require_gsplat():
         pytest.skip("gsplat is not installed (pip install gsplat==1.5.3) or failed to import")
 
 
-def _render(fn, scene, width, height):
-    inputs = [t.detach().clone().cuda().requires_grad_(i < 4) for i, t in enumerate(scene)]
-    image, alpha = fn(*inputs, width, height)
-    g = torch.Generator().manual_seed(3)
-    w_img = torch.randn(image.shape, generator=g).cuda()
-    w_alpha = torch.randn(alpha.shape, generator=g).cuda()
-    ((image * w_img).sum() + (alpha * w_alpha).sum()).backward()
-    return image.detach().cpu(), alpha.detach().cpu(), [t.grad.cpu() for t in inputs[:4]]
-
-
 @pytest.mark.parametrize("n,width,height,channels", [(300, 70, 45, 3), (500, 64, 48, 19), (200, 37, 29, 1)])
 def test_gsplat_matches_torch_backend(n, width, height, channels):
     _require_gsplat()
     scene = list(random_projected(n, width, height, channels, dtype=torch.float32, seed=n))
     scene[2] = scene[2].clamp_max(0.95)  # keep alpha below both clamps (0.99 / 0.999)
-    img, alpha, grads = _render(gsplat_backend.rasterize, scene, width, height)
-    img_r, alpha_r, grads_r = _render(torch_backend.rasterize, scene, width, height)
+    img, alpha, grads = image_and_grads(gsplat_backend.rasterize, scene, width, height, seed=3, device="cuda")
+    img_r, alpha_r, grads_r = image_and_grads(torch_backend.rasterize, scene, width, height, seed=3, device="cuda")
     assert img.shape == img_r.shape == (channels, height, width)
     assert (img - img_r).abs().max() <= VALUE_TOL
     assert (alpha - alpha_r).abs().max() <= VALUE_TOL
@@ -100,15 +90,8 @@ def test_gsplat_backend_plumbing_on_cpu(gsplat_on_cpu, n, width, height, channel
     culled[::7] = 0  # radius 0 must drop a Gaussian in gsplat's binning too
     scene = (*scene[:5], culled)
 
-    def run(fn):
-        inputs = [t.detach().clone().requires_grad_(i < 4) for i, t in enumerate(scene)]
-        image, alpha = fn(*inputs, width, height)
-        g = torch.Generator().manual_seed(5)
-        ((image * torch.randn(image.shape, generator=g)).sum() + (alpha * torch.randn(alpha.shape, generator=g)).sum()).backward()
-        return image.detach(), alpha.detach(), [t.grad for t in inputs[:4]]
-
-    img, alpha, grads = run(gsplat_backend.rasterize)
-    img_r, alpha_r, grads_r = run(torch_backend.rasterize)
+    img, alpha, grads = image_and_grads(gsplat_backend.rasterize, scene, width, height, seed=5)
+    img_r, alpha_r, grads_r = image_and_grads(torch_backend.rasterize, scene, width, height, seed=5)
     assert img.shape == img_r.shape == (channels, height, width) and alpha.shape == (1, height, width)
     assert alpha_r.max() > 0.5  # the scene covers the image
     torch.testing.assert_close(img, img_r, rtol=0, atol=1e-6)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from gaussian_renderer.backends import torch_backend
-from tests.raster_reference import random_projected, rasterize_bruteforce
+from tests.raster_reference import image_and_grads, random_projected, rasterize_bruteforce
 
 SCENES = [  # n, width, height, channels, seed (sizes not multiples of the 16-pixel tile)
     (12, 21, 18, 3, 0),
@@ -14,21 +14,11 @@ SCENES = [  # n, width, height, channels, seed (sizes not multiples of the 16-pi
 ]
 
 
-def _image_and_grads(fn, scene, width, height):
-    inputs = [t.detach().clone().requires_grad_(i < 4) for i, t in enumerate(scene)]
-    image, alpha = fn(*inputs, width, height)
-    g = torch.Generator().manual_seed(11)
-    loss = (image * torch.randn(image.shape, generator=g, dtype=image.dtype)).sum()
-    loss = loss + (alpha * torch.randn(alpha.shape, generator=g, dtype=alpha.dtype)).sum()
-    loss.backward()
-    return image.detach(), alpha.detach(), [t.grad for t in inputs[:4]]
-
-
 @pytest.mark.parametrize("n,width,height,channels,seed", SCENES)
 def test_torch_backend_matches_bruteforce(n, width, height, channels, seed):
     scene = random_projected(n, width, height, channels, dtype=torch.float64, seed=seed)
-    img, alpha, grads = _image_and_grads(torch_backend.rasterize, scene, width, height)
-    img_r, alpha_r, grads_r = _image_and_grads(rasterize_bruteforce, scene, width, height)
+    img, alpha, grads = image_and_grads(torch_backend.rasterize, scene, width, height, seed=11)
+    img_r, alpha_r, grads_r = image_and_grads(rasterize_bruteforce, scene, width, height, seed=11)
     assert img.shape == (channels, height, width) and alpha.shape == (1, height, width)
     torch.testing.assert_close(img, img_r, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(alpha, alpha_r, rtol=1e-10, atol=1e-12)
@@ -44,8 +34,8 @@ def test_torch_backend_early_termination_matches_bruteforce():
     means2d = means2d * 0.3 + torch.tensor([width * 0.35, height * 0.35], dtype=torch.float64)
     opacities = 0.9 + 0.09 * torch.rand(30, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     scene = (means2d, conics, opacities, colors, depths, radii)
-    img, alpha, grads = _image_and_grads(torch_backend.rasterize, scene, width, height)
-    img_r, alpha_r, grads_r = _image_and_grads(rasterize_bruteforce, scene, width, height)
+    img, alpha, grads = image_and_grads(torch_backend.rasterize, scene, width, height, seed=11)
+    img_r, alpha_r, grads_r = image_and_grads(rasterize_bruteforce, scene, width, height, seed=11)
     torch.testing.assert_close(img, img_r, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(alpha, alpha_r, rtol=1e-10, atol=1e-12)
     for got, ref in zip(grads, grads_r):
