@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 from argparse import ArgumentParser
-from pathlib import Path
 
 import pytest
 
 from arguments import ModelParams, OptimizationParams, PipelineParams, get_combined_args, parse_with_config, read_cfg_args
 from utils.errors import UserError
+from tests.conftest import ROOT
+from train import build_parser as train_parser
 from utils.train_utils import write_cfg_args
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _parser():
@@ -67,11 +66,9 @@ def test_config_base_inheritance(tmp_path):
 
 
 def test_endonerf_configs_carry_the_published_protocol():
-    p, *_ = _parser()
-    p.add_argument("--test_iterations", nargs="+", type=int)  # train.py's own flags
-    p.add_argument("--save_iterations", nargs="+", type=int)
+    p, *_ = train_parser()
     for scene in ("pulling", "cutting"):
-        a = parse_with_config(p, ["--config", str(REPO / "arguments" / "endonerf" / f"{scene}.py")])
+        a = parse_with_config(p, ["--config", str(ROOT / "arguments" / "endonerf" / f"{scene}.py")])
         assert a.iterations == 3000 and a.lambda_depth == 1.0 and a.deform == "basis" and a.test_iterations == [1000, 3000]
 
 

@@ -14,12 +14,12 @@ import pytest
 import torch
 
 import extract_dino_features as xdf
+from tests.conftest import ROOT
 from utils.dino_utils import MODEL_ALIASES, DinoExtractor, resolve_model_name
 from utils.errors import UserError
 from utils.feature_store import META_NAME, DinoFeatureStore, open_feature_store
 from utils.io_utils import read_json, write_json
 
-ROOT = Path(__file__).resolve().parents[1]
 MODEL = "dino_vits16"
 RES = 64  # long side of the ViT input: a 4 x 3 patch grid for 4:3 images, fast on CPU
 LAYERS = ["3", "11"]
@@ -160,10 +160,8 @@ def test_upsampled_features_at_image_size(extracted, ext, tmp_path):
     assert read_json(tmp_path / "hr" / META_NAME)["hr"] == {"shifts": 4, "shift_px": 2, "flip": False}
 
 
-def test_resume_skips_done_images(extracted, tmp_path, capsys):
-    images, feats = extracted
-    out = tmp_path / "feats"
-    shutil.copytree(feats, out)
+def test_resume_skips_done_images(feats_copy, capsys):
+    images, out = feats_copy
     (out / "2_color.npy").unlink()
     stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.npy")}
     run_extract(images, out)
@@ -172,13 +170,12 @@ def test_resume_skips_done_images(extracted, tmp_path, capsys):
     assert (out / "2_color.npy").is_file() and read_json(out / META_NAME)["complete"]
 
 
-def test_changed_settings_need_overwrite(extracted, tmp_path):
-    images, feats = extracted
-    shutil.copytree(feats, tmp_path / "feats")
+def test_changed_settings_need_overwrite(feats_copy):
+    images, feats = feats_copy
     with pytest.raises(UserError, match=r"pca_dim=None .*pca_dim=4.*--overwrite"):
-        run_extract(images, tmp_path / "feats", "--pca_dim", "4")
-    run_extract(images, tmp_path / "feats", "--pca_dim", "4", "--overwrite")
-    assert np.load(tmp_path / "feats" / "1_color.npy").shape == (4, 3, 4)
+        run_extract(images, feats, "--pca_dim", "4")
+    run_extract(images, feats, "--pca_dim", "4", "--overwrite")
+    assert np.load(feats / "1_color.npy").shape == (4, 3, 4)
 
 
 def test_preview_pngs_written(extracted):
