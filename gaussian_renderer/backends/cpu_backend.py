@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import runpy
 import shutil
 import warnings
 from pathlib import Path
@@ -26,12 +27,6 @@ from utils.errors import one_line
 EXT_DIR = Path(__file__).resolve().parents[2] / "submodules" / "cpu_rasterizer"
 JIT_BUILD_DIR = EXT_DIR / "build" / "jit"
 JIT_MODULE_NAME = "cpu_rasterizer_jit"
-# Keep in sync with submodules/cpu_rasterizer/setup.py. Portable flags only (no
-# -march=native: a build may run on another machine; AVX2 kernels are chosen at
-# run time); no FMA contraction so the float operations match the torch
-# reference; no errno / FP-trap semantics (they do not change any result).
-CXX_FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-Wno-psabi"]
-LD_FLAGS = ["-fopenmp"]
 KERNEL_ISA = 0  # kernel instruction set: 0 = AVX2 when the CPU has it, 1 = portable build, 2 = AVX2 (tests set 1)
 
 
@@ -73,6 +68,7 @@ def _jit_build():
     if not sources:
         raise RuntimeError(f"no C++ sources in {EXT_DIR / 'csrc'}")
     cpp_extension = _import_cpp_extension()
+    flags = runpy.run_path(str(EXT_DIR / "build_config.py"))  # the flags setup.py uses
     JIT_BUILD_DIR.mkdir(parents=True, exist_ok=True)
     if _needs_build(sources):
         print("building the C++ CPU rasterizer (first use, ~1 min)...", flush=True)
@@ -80,8 +76,8 @@ def _jit_build():
     return cpp_extension.load(
         name=JIT_MODULE_NAME,
         sources=[str(p) for p in sources],
-        extra_cflags=CXX_FLAGS,
-        extra_ldflags=LD_FLAGS,
+        extra_cflags=flags["CXX_FLAGS"],
+        extra_ldflags=flags["LD_FLAGS"],
         build_directory=str(JIT_BUILD_DIR),
         verbose=False,
     )

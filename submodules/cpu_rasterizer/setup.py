@@ -3,6 +3,7 @@
 ``--no-build-isolation`` lets the build see the installed torch (the extension
 must be compiled against the same torch it runs with).
 """
+import sys
 from pathlib import Path
 
 from setuptools import setup
@@ -17,11 +18,8 @@ except ImportError as exc:  # pip's isolated build env has no torch
 
 HERE = Path(__file__).resolve().parent
 SOURCES = sorted(str(p.relative_to(HERE)) for p in (HERE / "csrc").glob("*.cpp"))
-# Keep in sync with gaussian_renderer/backends/cpu_backend.py (JIT build). Portable
-# flags only: no -march=native (the AVX2 kernels are selected at run time); no FMA
-# contraction so float results match the torch reference; errno / FP-trap
-# semantics off (they change no result, but let compares and selects vectorise).
-CXX_FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-Wno-psabi"]
+sys.path.insert(0, str(HERE))
+from build_config import CXX_FLAGS, LD_FLAGS  # noqa: E402  (shared with the JIT build)
 
 setup(
     name="cpu_rasterizer",
@@ -34,7 +32,7 @@ setup(
             sources=SOURCES,
             include_dirs=[str(HERE / "csrc")],
             extra_compile_args={"cxx": CXX_FLAGS},
-            extra_link_args=["-fopenmp"],
+            extra_link_args=LD_FLAGS,
         )
     ],
     cmdclass={"build_ext": BuildExtension},
