@@ -30,11 +30,10 @@ struct GeoSums {
 
 template <typename scalar_t>
 struct Partial {
-    int64_t lanes;
     std::vector<scalar_t> color;  // [C][lanes]
     bool touched = false;
 
-    Partial(int64_t lanes_, int64_t channels) : lanes(lanes_), color(channels * lanes_) {}
+    Partial(int64_t lanes, int64_t channels) : color(channels * lanes) {}
     void clear() {
         std::fill(color.begin(), color.end(), scalar_t(0));
         touched = false;

@@ -15,7 +15,6 @@ struct Trans;
 template <int kBytes>
 struct Trans<float, kBytes> {
     using V = typename Simd<float, kBytes>::V;
-    using M = typename Simd<float, kBytes>::M;
     static constexpr int kHalf = Simd<float, kBytes>::W / 2;
     using D = typename VecOf<double, kBytes>::type;  // kHalf doubles
     using F = typename VecOf<float, kBytes / 2>::type;
@@ -84,7 +83,6 @@ struct Trans<float, kBytes> {
 template <int kBytes>
 struct Trans<double, kBytes> {
     using V = typename Simd<double, kBytes>::V;
-    using M = typename Simd<double, kBytes>::M;
     using T = V;
     static CR_INLINE T load(const double* p) { return cpu_rasterizer::load<V>(p); }
     static CR_INLINE void store(double* p, const T& t) { cpu_rasterizer::store(p, t); }
