@@ -45,8 +45,9 @@ def region_of_points(points: np.ndarray) -> np.ndarray:
     return np.argmin(np.stack(dists, 1), axis=1)
 
 
-def write_teacher_features(scene_dir: Path, out_dir: Path, n_train: int, n_test: int, size: int) -> Path:
-    """Write <name>.npy [TEACHER_DIM, H, W] per image plus a features_meta.json of a random-weight extractor."""
+def write_teacher_features(out_dir: Path, n_train: int, n_test: int, size: int) -> Path:
+    """Write <name>.npy [TEACHER_DIM, H, W] for each view of the synthetic Blender scene with these
+    settings, plus a features_meta.json of a random-weight extractor."""
     vecs = region_vectors()
     images = {}
     for view in sb.synthetic_views(n_train, n_test, size, size):

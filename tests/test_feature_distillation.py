@@ -25,7 +25,7 @@ ITS = 1200
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("feat")
     scene = make_synthetic_blender(root / "scene", N_TRAIN, N_TEST, SIZE, SIZE, seed=0)
-    feats = write_teacher_features(scene, root / "dino", N_TRAIN, N_TEST, SIZE)
+    feats = write_teacher_features(root / "dino", N_TRAIN, N_TEST, SIZE)
     common = ["-s", str(scene), "--eval", "--iterations", str(ITS), "--test_iterations", str(ITS),
               "--save_iterations", str(ITS), "--densify_from_iter", "100", "--densify_until_iter", "800",
               "--opacity_reset_interval", "100000", "--position_lr_max_steps", str(ITS), "--quiet"]
