@@ -86,7 +86,7 @@ class ClientView:
     def _on_mode(self) -> None:
         mode = self.mode.value
         why = None
-        if mode == PCA and (self.content.projector is None or self.content.gaussians.get_semantic is None):
+        if mode == PCA and self.content.gaussians.get_semantic is None:
             why = "feature PCA: the model has no per-Gaussian features (train with --feature_dim and a --dino_feature_dir)"
         elif mode == CLUSTERS and self.content.clusters is None:
             why = f"cluster colours: {self.content.clusters_note}"
@@ -186,7 +186,7 @@ class ClientView:
         shown = ShDegreeView(model, self.sh_degree.value)
         t0 = time.perf_counter()
         image = render_mode(self.mode.value, view, shown, self.content.pipe, self.content.bg, t,
-                            self.content.projector, self.content.clusters)
+                            self.content.projector() if self.mode.value == PCA else None, self.content.clusters)
         ms = (time.perf_counter() - t0) * 1000.0
         fmt = self.options.image_format
         self.client.scene.set_background_image(image, format=fmt, jpeg_quality=self.options.jpeg_quality if fmt == "jpeg" else None)

@@ -26,7 +26,8 @@ class ViewerContent:
     """The model being shown and what goes with it.
 
     cameras: (label, camera) pairs the browser can snap to; extent: scene radius (snap tolerance);
-    projector: fixed feature-PCA colouring or None; clusters: cluster labels or None, with
+    projector(): the fixed feature-PCA colouring of the current Gaussians (None without features);
+    clusters: cluster labels or None, with
     ``clusters_note`` saying why not.
     """
 
@@ -35,11 +36,11 @@ class ViewerContent:
     bg: torch.Tensor
     cameras: list[tuple[str, Camera]] = field(default_factory=list)
     extent: float = 1.0
-    projector: object = None
     clusters: ClusterColours | None = None
     clusters_note: str = "no clusters/labels.npy for this model (run cluster.py)"
     version: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _projector: tuple = (-1, None)  # (version it was fitted on, colouring)
 
     @property
     def times(self) -> list[float]:
@@ -55,6 +56,19 @@ class ViewerContent:
     def current(self) -> tuple[GaussianModel, int]:
         with self.lock:
             return self.gaussians, self.version
+
+    def projector(self):
+        """[D,H,W] feature map -> [H,W,3] uint8 with one PCA fitted on every Gaussian's feature
+        (refitted only when the Gaussians are replaced), or None when they have no features."""
+        gaussians, version = self.current()
+        if gaussians.get_semantic is None:
+            return None
+        with self.lock:
+            if self._projector[0] != version:
+                from utils.feature_pca import feature_colorizer
+
+                self._projector = (version, feature_colorizer(gaussians.get_semantic))
+            return self._projector[1]
 
 
 def camera_choices(train: list[Camera], test: list[Camera]) -> list[tuple[str, Camera]]:
@@ -73,10 +87,7 @@ def load_model_folder(args, pipe, iteration: int, quiet: bool = False) -> Viewer
     scene = Scene(args, gaussians, load_iteration=iteration, device=device)
     content = ViewerContent(gaussians, pipe, torch.tensor(background_color(args.white_background), device=device),
                             camera_choices(scene.getTrainCameras(), scene.getTestCameras()), float(scene.cameras_extent))
-    if gaussians.get_semantic is not None:
-        from utils.feature_pca import feature_colorizer
-
-        content.projector = feature_colorizer(gaussians.get_semantic)
+    content.projector()  # fit the feature PCA now rather than at the first PCA frame
     labels, why = load_cluster_labels(args.model_path, gaussians.num_points)
     if labels is not None:
         content.clusters = ClusterColours(labels)

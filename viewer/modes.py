@@ -75,6 +75,7 @@ class ClusterColours:
         return keep, col.astype(np.float32)
 
 
+@torch.no_grad()
 def render_mode(mode: str, camera, model, pipe, bg: torch.Tensor, time: float, projector=None,
                 clusters: ClusterColours | None = None) -> np.ndarray:
     """[H,W,3] uint8 image of ``model`` seen from ``camera`` at ``time`` in ``mode``.
