@@ -209,6 +209,9 @@ def test_snapshot_is_detached_copy_and_stats_text():
     g = tiny_model()
     g.active_sh_degree = 1
     copy = snapshot(g)
-    assert copy.active_sh_degree == 1 and torch.equal(copy.get_xyz, g.get_xyz) and not copy.get_xyz.requires_grad
+    assert copy.active_sh_degree == 1 and torch.equal(copy.get_xyz, g.get_xyz)
+    with torch.no_grad():
+        g.params["xyz"] += 1.0
+    assert not torch.equal(copy.get_xyz, g.get_xyz)
     text = stats_text(120, {"loss": 0.01234, "psnr": 25.5}, 12345, paused=True)
     assert "iteration 120" in text and "0.0123" in text and "25.50 dB" in text and "12,345" in text and "paused" in text
