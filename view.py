@@ -30,6 +30,8 @@ def build_parser() -> tuple[ArgumentParser, ModelParams, PipelineParams]:
     parser.add_argument("--jpeg_quality", default=90, type=int, help="JPEG quality 1-100")
     parser.add_argument("--max_resolution", default=1024, type=int, help="initial long side of full-resolution frames (px)")
     parser.add_argument("--moving_scale", default=0.35, type=float, help="initial resolution factor while the camera moves")
+    parser.add_argument("--moving_budget", default=30, type=int,
+                        help="initial thousands of Gaussians drawn while the camera moves, the most visible first (0: all)")
     parser.add_argument("--quiet", action="store_true", help="print only the viewer's address")
     return parser, lp, pp
 
@@ -40,9 +42,12 @@ def options_from(args) -> ViewerOptions:
         raise UserError(f"--jpeg_quality {args.jpeg_quality}: choose 1-100")
     if not 0.0 < args.moving_scale <= 1.0:
         raise UserError(f"--moving_scale {args.moving_scale}: choose a factor in (0, 1]")
+    if not 0 <= args.moving_budget <= 1000:
+        raise UserError(f"--moving_budget {args.moving_budget}: choose 0 (all) to 1000 thousand Gaussians")
     if args.max_resolution < 16:
         raise UserError(f"--max_resolution {args.max_resolution}: choose at least 16 px")
-    return ViewerOptions(args.ip, args.port, args.image_format, args.jpeg_quality, args.max_resolution, args.moving_scale)
+    return ViewerOptions(args.ip, args.port, args.image_format, args.jpeg_quality, args.max_resolution, args.moving_scale,
+                         args.moving_budget)
 
 
 def main(argv: list[str] | None = None, stop: threading.Event | None = None) -> None:

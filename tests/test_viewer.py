@@ -16,7 +16,7 @@ from scene.gaussian_model import GaussianModel
 from tests.cli_helpers import assert_one_line_error, run_script
 from utils.errors import UserError
 from viewer.camera import camera_pose, fitted_K, pose_viewmat, render_size, same_pose, view_camera
-from viewer.modes import CLUSTERS, DEPTH, PCA, RGB, ClusterColours, ShDegreeView, load_cluster_labels, render_mode
+from viewer.modes import CLUSTERS, DEPTH, PCA, RGB, ClusterColours, DisplayModel, load_cluster_labels, render_mode
 from viewer.server import ViewerOptions, check_port_free
 from viewer.training import TrainingViewer, snapshot, stats_text
 
@@ -117,15 +117,17 @@ def test_render_modes_differ_and_match_render():
         render_mode(PCA, cam, tiny_model(feature_dim=0), PIPE, bg, 0.0, None)
 
 
-def test_sh_degree_view_changes_colour_only_through_sh():
+def test_display_model_renders_like_the_model_and_sets_sh_degree():
     g = tiny_model()
     with torch.no_grad():
         g.params["f_rest"].normal_(0, 0.5)
     g.active_sh_degree = 1
     cam = random_camera(3)
     full = render_mode(RGB, cam, g, PIPE, torch.zeros(3), 0.0)
-    dc = render_mode(RGB, cam, ShDegreeView(g, 0), PIPE, torch.zeros(3), 0.0)
+    shown = DisplayModel(g)
+    dc = render_mode(RGB, cam, shown.with_sh_degree(0), PIPE, torch.zeros(3), 0.0)
     assert g.active_sh_degree == 1 and np.abs(full.astype(int) - dc).mean() > 1
+    assert np.array_equal(render_mode(RGB, cam, shown, PIPE, torch.zeros(3), 0.0), full)
 
 
 def test_time_changes_deformable_render():
@@ -133,6 +135,7 @@ def test_time_changes_deformable_render():
     cam = random_camera(4)
     a, b = (render_mode(RGB, cam, g, PIPE, torch.zeros(3), t) for t in (0.1, 0.9))
     assert np.abs(a.astype(int) - b).mean() > 1
+    assert np.array_equal(render_mode(RGB, cam, DisplayModel(g), PIPE, torch.zeros(3), 0.9), b)
 
 
 def test_cluster_labels_checked(tmp_path):
@@ -215,3 +218,14 @@ def test_snapshot_is_detached_copy_and_stats_text():
     assert not torch.equal(copy.get_xyz, g.get_xyz)
     text = stats_text(120, {"loss": 0.01234, "psnr": 25.5}, 12345, paused=True)
     assert "iteration 120" in text and "0.0123" in text and "25.50 dB" in text and "12,345" in text and "paused" in text
+
+
+def test_moving_budget_keeps_the_most_visible_gaussians():
+    g = tiny_model(n=200)
+    with torch.no_grad():
+        g.params["opacity"].copy_(torch.linspace(-3, 3, 200)[:, None])
+        g.params["scaling"].fill_(-3.0)
+    shown = DisplayModel(g)
+    part = shown.most_visible(50)
+    assert part.num_points == 50 and shown.most_visible(0) is shown and shown.most_visible(500) is shown
+    assert torch.equal(part.get_xyz, g.get_xyz[150:])  # highest opacity, equal sizes

@@ -15,7 +15,7 @@ import viser
 from utils.errors import one_line
 from viewer.camera import ViewPose, camera_pose, render_size, same_pose, view_camera
 from viewer.content import ViewerContent, warn
-from viewer.modes import CLUSTERS, MODES, PCA, RGB, ShDegreeView, render_mode
+from viewer.modes import CLUSTERS, MODES, PCA, RGB, render_mode
 
 SETTLE_S = 0.25  # camera still this long -> full-resolution frame
 SNAP_GRACE_S = 1.0  # after snapping, stale camera messages from the browser do not un-snap it
@@ -57,6 +57,8 @@ class ClientView:
                                           hint="long side of the full-resolution frame, in pixels")
             self.moving_scale = gui.add_slider("Moving scale", 0.1, 1.0, 0.05, self.options.moving_scale,
                                                hint="resolution factor while the camera moves")
+            self.moving_budget = gui.add_slider("Moving budget (k)", 0, 1000, 10, self.options.moving_budget_k,
+                                                hint="while moving, draw only this many thousand of the most visible Gaussians (0: all)")
             max_sh = content.gaussians.max_sh_degree
             self.sh_degree = gui.add_slider("SH degree", 0, max(max_sh, 1), 1, max_sh, disabled=max_sh == 0)
             self.info = gui.add_markdown("waiting for the first frame")
@@ -73,7 +75,7 @@ class ClientView:
                     box = gui.add_checkbox(f"Cluster {k} ({sizes[k]})", True)
                     box.on_update(lambda _e, k=k, box=box: self._set_cluster(k, box.value))
                     self.cluster_boxes.append(box)
-        for handle in (self.max_res, self.moving_scale, self.sh_degree, self.time):
+        for handle in (self.max_res, self.moving_scale, self.moving_budget, self.sh_degree, self.time):
             handle.on_update(lambda _e: self.request())
         self.mode.on_update(lambda _e: self._on_mode())
         self.snap.on_update(lambda _e: self._on_snap())
@@ -165,7 +167,7 @@ class ClientView:
     def _step(self) -> None:
         now = time.monotonic()
         moving = now - self._last_move < SETTLE_S
-        model, version = self.content.current()
+        _, version = self.content.current()
         if not (self._dirty or self.playing or version != self._shown_version or (self._low_shown and not moving)):
             return
         pose = self._pose()
@@ -182,8 +184,8 @@ class ClientView:
         t = self.time.value
         if snapped is not None and abs(t - snapped.time) <= TIME_STEP:
             t = float(snapped.time)
-        view = view_camera(pose, w, h, t, snapped).to(model.device)
-        shown = ShDegreeView(model, self.sh_degree.value)
+        shown = self.content.display(self.moving_budget.value * 1000 if low else 0).with_sh_degree(self.sh_degree.value)
+        view = view_camera(pose, w, h, t, snapped).to(shown.device)
         t0 = time.perf_counter()
         image = render_mode(self.mode.value, view, shown, self.content.pipe, self.content.bg, t,
                             self.content.projector() if self.mode.value == PCA else None, self.content.clusters)

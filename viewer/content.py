@@ -13,7 +13,7 @@ import torch
 
 from scene.cameras import Camera
 from scene.gaussian_model import GaussianModel
-from viewer.modes import ClusterColours, load_cluster_labels
+from viewer.modes import ClusterColours, DisplayModel, load_cluster_labels
 
 
 def warn(message: str) -> None:
@@ -40,7 +40,7 @@ class ViewerContent:
     clusters_note: str = "no clusters/labels.npy for this model (run cluster.py)"
     version: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _projector: tuple = (-1, None)  # (version it was fitted on, colouring)
+    _cache: dict = field(default_factory=dict, repr=False)  # name -> (version it was built for, value)
 
     @property
     def times(self) -> list[float]:
@@ -57,18 +57,28 @@ class ViewerContent:
         with self.lock:
             return self.gaussians, self.version
 
+    def _cached(self, name: str, build):
+        """``build(gaussians)`` for the current Gaussians, computed once per version."""
+        gaussians, version = self.current()
+        with self.lock:
+            if self._cache.get(name, (-1, None))[0] != version:
+                self._cache[name] = (version, build(gaussians))
+            return self._cache[name][1]
+
+    def display(self, budget: int = 0) -> DisplayModel:
+        """The current Gaussians with their activated tensors cached (see :class:`DisplayModel`);
+        ``budget`` > 0: only that many of the most visible ones (frames while moving)."""
+        full = self._cached("display", DisplayModel)
+        if budget <= 0 or budget >= full.num_points:
+            return full
+        return self._cached(f"display_{budget}", lambda _g: full.most_visible(budget))
+
     def projector(self):
         """[D,H,W] feature map -> [H,W,3] uint8 with one PCA fitted on every Gaussian's feature
         (refitted only when the Gaussians are replaced), or None when they have no features."""
-        gaussians, version = self.current()
-        if gaussians.get_semantic is None:
-            return None
-        with self.lock:
-            if self._projector[0] != version:
-                from utils.feature_pca import feature_colorizer
+        from utils.feature_pca import feature_colorizer
 
-                self._projector = (version, feature_colorizer(gaussians.get_semantic))
-            return self._projector[1]
+        return self._cached("projector", lambda g: None if g.get_semantic is None else feature_colorizer(g.get_semantic))
 
 
 def camera_choices(train: list[Camera], test: list[Camera]) -> list[tuple[str, Camera]]:

@@ -6,6 +6,7 @@ label and drops hidden clusters.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,14 +24,42 @@ UNCLUSTERED_GREY = 0.5  # colour of Gaussians with label -1 (not clustered, e.g.
 DEPTH_ALPHA_MIN = 0.5  # depth is shown where the accumulated opacity exceeds this
 
 
-class ShDegreeView:
-    """``model`` seen with another active SH degree (the model itself is not changed)."""
+class DisplayModel:
+    """``model`` as the viewer draws it: its activated tensors computed once (not per frame), detached,
+    and any SH degree up to the model's. Everything else is read from ``model``."""
 
-    def __init__(self, model: GaussianModel, sh_degree: int):
+    def __init__(self, model: GaussianModel, sh_degree: int | None = None):
         self._model = model
-        self.active_sh_degree = min(int(sh_degree), model.max_sh_degree)
+        with torch.no_grad():
+            self.get_features = model.get_features.detach()
+            self.get_opacity = model.get_opacity.detach()
+            sem = model.get_semantic
+            self.get_semantic = None if sem is None else sem.detach()
+            self._static = None if model.is_deformable else tuple(x.detach() for x in model.geometry_at(0.0))
+        self.active_sh_degree = model.active_sh_degree if sh_degree is None else min(int(sh_degree), model.max_sh_degree)
+
+    def with_sh_degree(self, sh_degree: int) -> "DisplayModel":
+        """The same cached tensors shown with another SH degree."""
+        out = copy.copy(self)
+        out.active_sh_degree = min(int(sh_degree), self._model.max_sh_degree)
+        return out
+
+    def most_visible(self, budget: int) -> "DisplayModel":
+        """The ``budget`` Gaussians that cover the most (opacity x squared mean scale), for frames while moving."""
+        if budget <= 0 or budget >= self._model.num_points:
+            return self
+        with torch.no_grad():
+            size = self._model.get_scaling.detach().mean(dim=1)
+            keep = torch.zeros(self._model.num_points, dtype=torch.bool, device=size.device)
+            keep[torch.topk(self.get_opacity[:, 0] * size * size, budget).indices] = True
+        return DisplayModel(subset_model(self._model, keep), self.active_sh_degree)
+
+    def geometry_at(self, t: float):
+        return self._static if self._static is not None else self._model.geometry_at(t)
 
     def __getattr__(self, name):
+        if name == "_model" or name.startswith("__"):  # copy.copy probes these before _model exists
+            raise AttributeError(name)
         return getattr(self._model, name)
 
 

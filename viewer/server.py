@@ -24,6 +24,7 @@ class ViewerOptions:
     jpeg_quality: int = 90
     max_resolution: int = 1024
     moving_scale: float = 0.35
+    moving_budget_k: int = 30  # thousands of Gaussians drawn while moving (0: all)
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -1,0 +1,131 @@
+#!/usr/bin/env python
+"""Viewer frame rate while the camera moves, and what the training hooks cost with no browser connected.
+
+    python benchmarks/bench_viewer.py [--n 100000] [--size 320x240] [--frames 30] [--threads 2] [--backend cpu]
+
+Frames: ``n`` Gaussians (SH degree 3, a cloud in front of the camera, nearest-neighbour
+scales as at initialisation), a camera orbiting it with a new pose every frame, each frame
+what the viewer's render thread does: render() in RGB mode, uint8 conversion, JPEG
+encoding (quality 90, as sent to the browser). Prints frames/s with all Gaussians and with
+the viewer's moving budget (the most visible 30k), at the full size and at the default
+moving scale (0.35). Training hooks: ``TrainingViewer.update`` per call
+with a running server and no browser, against the training iteration time it would add to.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import socket
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scene.gaussian_model import GaussianModel  # noqa: E402
+from utils.errors import parse_size  # noqa: E402
+from viewer.camera import ViewPose, render_size, view_camera  # noqa: E402
+from viewer.modes import RGB, DisplayModel, render_mode  # noqa: E402
+from viewer.server import ViewerOptions  # noqa: E402
+from viewer.training import TrainingViewer  # noqa: E402
+import viser.transforms as vtf  # noqa: E402
+
+JPEG_QUALITY = 90
+DEFAULT_MOVING_SCALE = ViewerOptions().moving_scale
+DEFAULT_BUDGET = ViewerOptions().moving_budget_k * 1000
+ORBIT_RADIUS = 3.0
+FOV_Y = math.radians(50)
+TARGET_FPS = 10.0
+
+
+def cloud_model(n: int, seed: int = 0) -> GaussianModel:
+    """``n`` SH-degree-3 Gaussians filling a unit ball, opacity 0.7."""
+    rng = np.random.default_rng(seed)
+    pts = rng.normal(size=(n, 3))
+    pts *= (rng.uniform(size=(n, 1)) ** (1 / 3)) / np.linalg.norm(pts, axis=1, keepdims=True)
+    g = GaussianModel(sh_degree=3)
+    g.create_from_pcd(pts.astype(np.float32), rng.uniform(0, 1, (n, 3)).astype(np.float32), 1.0)
+    with torch.no_grad():
+        g.params["opacity"].fill_(0.85)
+        g.params["f_rest"].normal_(0, 0.05)
+    g.active_sh_degree = 3
+    return g
+
+
+def orbit_pose(i: int) -> ViewPose:
+    """Frame ``i`` of a camera circling the origin (2 degrees per frame), looking at it."""
+    a = math.radians(2.0 * i)
+    centre = np.array([ORBIT_RADIUS * math.sin(a), 0.3, -ORBIT_RADIUS * math.cos(a)])
+    z = -centre / np.linalg.norm(centre)
+    x = np.cross(np.array([0.0, -1.0, 0.0]), z)
+    x /= np.linalg.norm(x)
+    R = np.stack([x, np.cross(z, x), z], 1)
+    return ViewPose(tuple(vtf.SO3.from_matrix(R).wxyz), tuple(centre), FOV_Y)
+
+
+def frames_per_second(g: GaussianModel, pipe, w: int, h: int, frames: int) -> tuple[float, float]:
+    """(frames/s, median ms) of render + encode at w x h with a new pose every frame (2 warm-up frames)."""
+    bg = torch.zeros(3)
+    times = []
+    for i in range(frames + 2):
+        t0 = time.perf_counter()
+        img = render_mode(RGB, view_camera(orbit_pose(i), w, h, 0.0), g, pipe, bg, 0.0)
+        ok, _ = cv2.imencode(".jpg", img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        assert ok
+        times.append(time.perf_counter() - t0)
+    times = times[2:]
+    return len(times) / sum(times), 1000 * float(np.median(times))
+
+
+def update_cost(g: GaussianModel, pipe, calls: int = 20000) -> float:
+    """Microseconds per TrainingViewer.update() call with the server running and no browser."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    viewer = TrainingViewer.start(g, pipe, torch.zeros(3), [], [], 1.0, ViewerOptions(port=port), quiet=True)
+    try:
+        t0 = time.perf_counter()
+        for it in range(calls):
+            viewer.update(g, it, {"loss": 0.1, "psnr": 20.0})
+            viewer.wait_while_paused()
+        return (time.perf_counter() - t0) / calls * 1e6
+    finally:
+        viewer.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100_000, help="number of Gaussians")
+    ap.add_argument("--size", default="320x240", help="full frame size WIDTHxHEIGHT")
+    ap.add_argument("--frames", type=int, default=30, help="frames timed per size")
+    ap.add_argument("--threads", type=int, default=2, help="torch / OpenMP threads")
+    ap.add_argument("--backend", default="cpu", help="render backend (cpu, torch, gsplat)")
+    ap.add_argument("--iteration_ms", type=float, default=22.4,
+                    help="training iteration time to compare the hook cost with (README: synthetic Blender scene)")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    w, h = parse_size(a.size)
+    pipe = SimpleNamespace(backend=a.backend, debug=False)
+    g = cloud_model(a.n)
+    shown = DisplayModel(g)  # what the viewer renders: activated tensors cached once per model
+    print(f"{a.n} Gaussians, backend {a.backend}, {torch.get_num_threads()} threads")
+    for label, scale, budget in (("all, full size", 1.0, 0), (f"all, scale {DEFAULT_MOVING_SCALE}", DEFAULT_MOVING_SCALE, 0),
+                                 (f"{DEFAULT_BUDGET // 1000}k, full size", 1.0, DEFAULT_BUDGET),
+                                 (f"{DEFAULT_BUDGET // 1000}k, scale {DEFAULT_MOVING_SCALE} (moving default)",
+                                  DEFAULT_MOVING_SCALE, DEFAULT_BUDGET)):
+        fw, fh = render_size(w, h, max(w, h), scale)
+        fps, ms = frames_per_second(shown.most_visible(budget), pipe, fw, fh, a.frames)
+        verdict = "meets" if fps >= TARGET_FPS else "below"
+        print(f"{label:36s} {fw}x{fh}: {fps:6.1f} frames/s (median {ms:.1f} ms/frame; {verdict} the {TARGET_FPS:.0f} frames/s target)")
+    us = update_cost(g, pipe)
+    print(f"TrainingViewer.update with no browser: {us:.2f} us/call = {us / 10 / a.iteration_ms:.4f} % of a "
+          f"{a.iteration_ms} ms training iteration")
+
+
+if __name__ == "__main__":
+    main()
