@@ -67,6 +67,8 @@ def main() -> None:
         ("metrics", model / "results.json"), ("clusters", model / "clusters"),
     ]:
         print(f"  {label:32s} {path}")
+    print("Explore the model in a web browser (open the address it prints; Ctrl-C stops it):")
+    print(f"  python view.py -m {shlex.quote(str(model))}")
 
 
 if __name__ == "__main__":

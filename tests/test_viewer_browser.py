@@ -7,46 +7,32 @@ reason, when Chromium or playwright is missing (``make test`` installs both).
 """
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from viewer.headless import (CHROMIUM, browser_page, canvas_size, choose, frame_number, screenshot, serve, slider_thumb,
+                             wait_frame)
 
-CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCENE_W, SCENE_H = 160, 120  # trained at this size (cheap) ...
 W, H = 400, 300  # ... viewed and rendered by render.py at this one (-r 400): the canvas must be this size, and the
 # browser puts its control panel beside (not over) the canvas only in windows wider than about 700 px
 ITERATIONS = 20
 BIG_VIEWPORT = {"width": 1000, "height": 700}
 GIZMO_PX = 80  # the browser draws its orientation gizmo into the canvas' bottom-left corner: not compared
-FRAME_TIMEOUT_S = 40.0
 MIN_PSNR_DB = 30.0
 MOTION_MM = 6.0  # sideways motion given to the model over the time range (tissue is ~60 mm away)
 CHANGED_LEVELS = 8  # a pixel "changed" when a channel moved by more than this (frames are PNG: identical renders match exactly)
 MIN_CHANGED_FRACTION = 0.02
 
-playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (make test installs it)")
+pytestmark = pytest.mark.slow  # about a minute: trains a model, starts view.py and Chromium
+
+pytest.importorskip("playwright.sync_api", reason="playwright is not installed (make test installs it)")
 if not Path(CHROMIUM).is_file():
     pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium; make test does this where apt-get exists)",
                 allow_module_level=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def exaggerate_motion(ply: Path, shift_mm: float = MOTION_MM) -> None:
@@ -88,36 +74,10 @@ def model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def viewer_url(model):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "view.py"), "-m", str(model), "-r", str(W), "--port", str(port),
-                             "--image_format", "png", "--quiet"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    lines = []
-    try:
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("Viewer at "):
-                break
-        assert proc.poll() is None, "view.py exited:\n" + "".join(lines)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def page(viewer_url, tmp_path_factory):
-    with playwright_api.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium_profile")), executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-            viewport=BIG_VIEWPORT, device_scale_factor=1)
-        pg = context.new_page()
-        pg.goto(viewer_url)
-        wait_frame(pg, r"full")
-        close_notifications(pg)
+def page(model, tmp_path_factory):
+    with serve(model, "-r", str(W), "--image_format", "png", "--quiet") as url, \
+            browser_page(url, tmp_path_factory.mktemp("chromium_profile"), BIG_VIEWPORT) as pg:
         yield pg
-        context.close()
 
 
 @pytest.fixture(scope="module")
@@ -125,54 +85,6 @@ def shots(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("viewer_screenshots")
     print(f"viewer screenshots: {out}")
     return out
-
-
-def close_notifications(pg) -> None:
-    """Dismiss toasts (e.g. Chromium's 'software WebGL' notice) that would cover the canvas."""
-    for button in pg.locator(".mantine-Notification-closeButton").all():
-        button.click()
-    pg.wait_for_timeout(300)
-
-
-def frame_info(pg) -> str:
-    return pg.get_by_text(re.compile(r"^frame \d+ ·")).first.inner_text()
-
-
-def frame_number(info: str) -> int:
-    return int(re.match(r"frame (\d+)", info).group(1))
-
-
-def wait_frame(pg, pattern: str, after: int = 0) -> str:
-    """Wait for a frame numbered above ``after`` whose info line matches ``pattern``; return the info line."""
-    deadline = time.monotonic() + FRAME_TIMEOUT_S
-    info = ""
-    while time.monotonic() < deadline:
-        try:
-            info = frame_info(pg)
-        except playwright_api.Error:
-            info = ""
-        if info and frame_number(info) > after and re.search(pattern, info):
-            # let the browser draw the image it received before the info line
-            pg.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
-            return info
-        pg.wait_for_timeout(100)
-    raise AssertionError(f"no frame matching {pattern!r} after frame {after} within {FRAME_TIMEOUT_S} s; last: {info!r}")
-
-
-def screenshot(pg, path: Path, width: int, height: int) -> np.ndarray:
-    """[H,W,3] uint8 RGB of the canvas' top-left width x height pixels, also written to ``path``."""
-    pg.screenshot(path=str(path), clip={"x": 0, "y": 0, "width": width, "height": height})
-    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
-
-
-def choose(pg, label: str, option: str) -> None:
-    pg.get_by_label(label).click()
-    pg.get_by_role("option", name=option).first.click()
-
-
-def canvas_size(pg) -> tuple[int, int]:
-    box = pg.locator("canvas").first.bounding_box()
-    return int(box["width"]), int(box["height"])
 
 
 def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
@@ -220,7 +132,7 @@ def test_time_slider_changes_the_image(page, shots):
     info = wait_frame(page, r"full · RGB · t=0\.\d+ .*test 0")
     w, h = canvas_size(page)
     before = screenshot(page, shots / "time_before.png", w, h)
-    time_thumb = page.get_by_role("slider").nth(3)  # Max resolution, Moving scale, SH degree, Time
+    time_thumb = slider_thumb(page, "Time")
     time_thumb.focus()
     time_thumb.press("End")
     info = wait_frame(page, r"full · RGB · t=1\.000", frame_number(info))
