@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     flags = ["--image_format", "png", "--quiet"] + (["-r", a.resolution] if a.resolution else [])
-    with TemporaryDirectory() as profile, serve(Path(a.model_path), *flags) as url, \
-            browser_page(url, Path(profile), {"width": w, "height": h}) as page:
+    with TemporaryDirectory() as tmp, serve(Path(a.model_path), Path(tmp) / "view.log", *flags) as url, \
+            browser_page(url, Path(tmp) / "profile", {"width": w, "height": h}) as page:
         choose(page, "Snap to camera", a.camera)
         info = wait_frame(page, rf"full · RGB .*{a.camera}")
         for mode in a.modes:

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from viewer.headless import (CHROMIUM, browser_page, canvas_size, choose, frame_number, screenshot, serve, slider_thumb,
+from viewer.headless import (CHROMIUM, browser_page, canvas_size, choose, frame_number, open_viewer, screenshot, serve, slider_thumb,
                              wait_frame)
 
 SCENE_W, SCENE_H = 160, 120  # trained at this size (cheap) ...
@@ -70,12 +70,15 @@ def model(tmp_path_factory) -> Path:
     exaggerate_motion(next(out.glob("point_cloud/iteration_*/point_cloud.ply")))
     cluster.main(["-m", str(out), "--k", "3", "--no_render", "--quiet"])
     render.main(["-m", str(out), "--skip_train", "-r", str(W), "--quiet"])
+    train.main(["-s", str(scene), "-m", str(root / "plain"), "--iterations", "2", "--save_iterations", "2",
+                "--test_iterations", "2", "--num_init_points", "500", "--quiet"])
     return out
 
 
 @pytest.fixture(scope="module")
 def page(model, tmp_path_factory):
-    with serve(model, "-r", str(W), "--image_format", "png", "--quiet") as url, \
+    log = tmp_path_factory.mktemp("view_log") / "view.log"
+    with serve(model, log, "-r", str(W), "--image_format", "png", "--quiet") as url, \
             browser_page(url, tmp_path_factory.mktemp("chromium_profile"), BIG_VIEWPORT) as pg:
         yield pg
 
@@ -140,3 +143,19 @@ def test_time_slider_changes_the_image(page, shots):
     changed = (np.abs(after.astype(int) - before).max(axis=2) > CHANGED_LEVELS).mean()
     print(f"time slider: {changed:.1%} of the pixels changed by more than {CHANGED_LEVELS} levels")
     assert changed > MIN_CHANGED_FRACTION, f"time 1.0 looks like the test camera's time; see {shots}"
+
+
+def test_pca_without_features_is_one_line_and_the_viewer_stays_up(page, model, tmp_path):
+    """A model without features asked for feature PCA: one warning line, a notice in the page, back to RGB frames."""
+    log = tmp_path / "view.log"
+    with serve(model.parent / "plain", log, "--quiet") as url:
+        pg = open_viewer(page.context.new_page(), url)
+        info = wait_frame(pg, r"full · RGB")
+        choose(pg, "Render mode", "Feature PCA")
+        pg.get_by_text("has no per-Gaussian features").first.wait_for(timeout=20_000)
+        choose(pg, "Render mode", "Depth")  # the viewer still answers
+        wait_frame(pg, r"full · Depth ", frame_number(info))
+        pg.close()
+    lines = [ln for ln in log.read_text().splitlines() if "per-Gaussian features" in ln]
+    assert len(lines) == 1 and lines[0].startswith("warning: feature PCA:") and "--feature_dim" in lines[0], lines
+    assert "Traceback" not in log.read_text()

@@ -32,20 +32,18 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(model: Path, *flags: str):
-    """Run ``view.py -m model flags`` on a free port; yields its URL; stops it on exit."""
+def serve(model: Path, log: Path, *flags: str, timeout_s: float = 120.0):
+    """Run ``view.py -m model flags`` on a free port, its output going to ``log``; yields its URL; stops it on exit."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "view.py"), "-m", str(model), "--port", str(port), *flags],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    lines = []
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "view.py"), "-m", str(model), "--port", str(port), *flags],
+                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("Viewer at "):
-                break
-        if proc.poll() is not None:
-            raise RuntimeError("view.py exited:\n" + "".join(lines))
+        deadline = time.monotonic() + timeout_s
+        while "Viewer at " not in log.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"view.py did not start:\n{log.read_text()}")
+            time.sleep(0.2)
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
@@ -61,13 +59,17 @@ def browser_page(url: str, profile_dir: Path, viewport: dict):
         context = p.chromium.launch_persistent_context(str(profile_dir), executable_path=CHROMIUM, args=CHROMIUM_ARGS,
                                                        viewport=viewport, device_scale_factor=1)
         try:
-            page = context.new_page()
-            page.goto(url)
-            wait_frame(page, r"full")
-            close_notifications(page)
-            yield page
+            yield open_viewer(context.new_page(), url)
         finally:
             context.close()
+
+
+def open_viewer(page, url: str):
+    """Load the viewer at ``url`` in ``page``; returns it once the first full frame is drawn and toasts are closed."""
+    page.goto(url)
+    wait_frame(page, r"full")
+    close_notifications(page)
+    return page
 
 
 def close_notifications(page) -> None:
