@@ -1,6 +1,6 @@
 """Watch training live: the hooks train.py calls (``--viewer`` / ``--ip`` / ``--port``).
 
-    viewer = TrainingViewer.start(gaussians, pipe, bg, cameras, extent, host, port)   # or a disabled one
+    viewer = TrainingViewer.for_training(enabled, host, port, gaussians, pipe, bg, scene, quiet)
     for iteration in ...:
         ...
         viewer.update(gaussians, iteration, {"loss": ..., "psnr": ...})
@@ -70,6 +70,15 @@ class TrainingViewer:
         if not quiet:
             print(f"Viewer at {server.url}", flush=True)
         return cls(server)
+
+    @classmethod
+    def for_training(cls, enabled: bool, host: str, port: int, gaussians: GaussianModel, pipe, bg, scene,
+                     quiet: bool = False) -> "TrainingViewer":
+        """train.py's viewer: serving ``scene``'s cameras at host:port when ``enabled``, else a disabled one."""
+        if not enabled:
+            return cls()
+        return cls.start(gaussians, pipe, bg, scene.getTrainCameras(), scene.getTestCameras(), scene.cameras_extent,
+                         ViewerOptions(host=host, port=port), quiet)
 
     @property
     def paused(self) -> bool:
