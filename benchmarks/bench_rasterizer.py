@@ -243,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default="cpu", help="cpu | cuda | auto: where the torch backend runs")
     ap.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (after one warm-up)")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads (torch and OpenMP)")
-    ap.add_argument("--gaussians", default=str(DEFAULT_GAUSSIANS), help="comma-separated scene sizes, e.g. 50000,1000000")
+    ap.add_argument("--gaussians", default=str(DEFAULT_GAUSSIANS),
+                    help="comma-separated scene sizes, e.g. 50000,1000000")
     ap.add_argument("--channels", default=",".join(map(str, CHANNEL_SETS)),
                     help="comma-separated channel counts C (3 = RGB, 19 = RGB + 16 features)")
     ap.add_argument("--width", type=int, default=DEFAULT_WIDTH)

@@ -42,6 +42,7 @@ from utils.errors import UserError, run_cli  # noqa: E402
 from utils.io_utils import write_json, write_text  # noqa: E402
 
 SKIP_LINE = "skipped: no CUDA GPU"
+DEFAULT_CUDA_HOME = "/usr/local/cuda"
 DEFAULT_BUDGET_S = 480  # the whole check, issue 16: <= 8 minutes on one GPU
 MIN_STEP_S = 20  # a step that would get less than this is not started ('no time')
 WHEEL_PACKAGES = ("gsplat", "plyfile")  # what the GPU image lacks (versions: this environment's)
@@ -143,9 +144,11 @@ def cuda_env(env: dict) -> dict:
     import torch
 
     env = dict(env)
-    if "CUDA_HOME" not in env:
-        nvcc = Path("/usr/local/cuda/bin/nvcc") if Path("/usr/local/cuda/bin/nvcc").exists() else shutil.which("nvcc")
-        if nvcc:
+    if "CUDA_HOME" not in env:  # torch guesses it from nvcc's folder, which can miss the headers
+        nvcc = shutil.which("nvcc")
+        if Path(DEFAULT_CUDA_HOME, "bin", "nvcc").exists():
+            env["CUDA_HOME"] = DEFAULT_CUDA_HOME
+        elif nvcc:
             env["CUDA_HOME"] = str(Path(nvcc).resolve().parents[1])
     if "TORCH_CUDA_ARCH_LIST" not in env:
         major, minor = torch.cuda.get_device_capability()

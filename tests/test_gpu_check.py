@@ -90,15 +90,15 @@ def test_targets_compare_the_measured_figures(gpu_ms, feat_ms, verdicts):
 
 @pytest.mark.slow
 def test_smoke_run_measures_and_summarises_on_the_cpu(tmp_path):
-    proc = run_check("--smoke", "--quiet", "--steps", "train_endonerf,cpu_baseline", "--iterations", "3",
-                     "--out", str(tmp_path), timeout=600)
+    proc = run_check("--smoke", "--quiet", "--steps", "train_endonerf", "--iterations", "3", "--out", str(tmp_path),
+                     timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
     status = {s["step"]: s["status"] for s in summary["steps"]}
-    assert status["train_endonerf"] == status["cpu_baseline"] == "ok" and status["build"] == "skipped"
+    assert status.pop("train_endonerf") == "ok" and set(status.values()) == {"skipped"}
     labels = {(r["backend"], r["feature_dim"]) for r in summary["results"]["train_endonerf"]["rows"]}
     assert labels == {("cpu", 0), ("cpu", 16), ("cpu+perc", 0)}
     assert set(summary["results"]["train_endonerf"]["profile"]["stages"]) == {"project", "sh", "composite"}
     md = (tmp_path / "summary.md").read_text()
-    assert "SMOKE RUN" in md and md.count("(smoke: not a GPU figure)") == 2  # speed-up and feature targets measured
+    assert "SMOKE RUN" in md and md.count("(smoke: not a GPU figure)") == 1  # the feature-channel target
     assert (tmp_path / "gpu_check.log").stat().st_size > 0
