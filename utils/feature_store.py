@@ -26,12 +26,12 @@ import torch
 from utils.dino_utils import DinoExtractor
 from utils.errors import UserError
 from utils.feature_pca import basis_tensors, project
+from utils.image_utils import IMAGE_EXTENSIONS as IMAGE_SUFFIXES  # the one list of image extensions
 from utils.io_utils import load_npy, read_json
 
 META_NAME = "features_meta.json"
 FORMAT_VERSION = 1
 UPSAMPLE_MODES = ("none", "bilinear", "hr")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def image_stem(name: str) -> str:
