@@ -1,6 +1,7 @@
 """Image reading/writing and image-space metrics helpers."""
 from __future__ import annotations
 
+import io
 import os
 import sys
 import tempfile
@@ -111,16 +112,22 @@ def read_image(path: str | os.PathLike, unchanged: bool = False) -> np.ndarray:
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(width, height) of an image file from its header, without decoding the pixels; UserError naming it."""
+    """(width, height) of an image file from its header, without decoding the pixels.
+
+    Reads the whole file, so that a missing, unreadable or truncated file is a UserError naming it
+    already here (readers call this for every file while reading the scene).
+    """
     from PIL import Image, UnidentifiedImageError
 
-    try:
-        with open(path, "rb") as f, Image.open(f) as im:
-            return im.size
-    except (UnidentifiedImageError, OSError, ValueError):
-        read_file_bytes(path)  # a missing / unreadable file / folder gets its own message
-        raise UserError(f"{shown_path(path)}: cannot read the image header (corrupt or unsupported file); "
-                        "re-export or replace it") from None
+    data = read_file_bytes(path)
+    problem = truncation_problem(data)
+    if problem is None:
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                return im.size
+        except (UnidentifiedImageError, OSError, ValueError):
+            problem = "cannot read the image header (corrupt or unsupported file)"
+    raise UserError(f"{shown_path(path)}: {problem}; re-export or replace the file")
 
 
 def resize_image(img: np.ndarray, width: int, height: int, nearest: bool = False) -> np.ndarray:
