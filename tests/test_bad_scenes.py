@@ -9,7 +9,6 @@ representative cases run the real ``train.py``, the variants run the reader (che
 """
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil

@@ -125,8 +125,8 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
         try:
             with Image.open(io.BytesIO(data)) as im:
                 return im.size
-        except (UnidentifiedImageError, OSError, ValueError):
-            problem = "cannot read the image header (corrupt or unsupported file)"
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+            problem = "cannot read the image header (corrupt, unsupported or too large a file)"
     raise UserError(f"{shown_path(path)}: {problem}; re-export or replace the file")
 
 
@@ -156,10 +156,16 @@ def save_image(path: str | os.PathLike, image: torch.Tensor | np.ndarray) -> Non
         arr = arr[:, :, 0]
     if arr.ndim == 3:
         arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
+    write_stored_image(path, arr)
+
+
+def write_stored_image(path: str | os.PathLike, arr: np.ndarray) -> None:
+    """Write an array in OpenCV's stored order ([H,W] or [H,W,3|4] BGR(A), uint8/uint16), format from the
+    extension, atomically. Encoded in memory and written in Python: any path works, non-UTF-8 included."""
     ok, encoded = cv2.imencode(os.path.splitext(os.fsdecode(path))[1] or ".png", arr)
     if not ok:
         raise UserError(f"{shown_path(path)}: could not encode the image (unsupported extension?)")
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # bytes written in Python: any path works
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(encoded.tobytes())
 
 
