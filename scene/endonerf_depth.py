@@ -115,8 +115,9 @@ def load_endonerf_depth(
 
     ``depth_mode``: 'depth' (depth = value) or 'inverse' (depth = 1 / (value / max of the
     bit depth), so the brightest possible value is depth 1), as resolved once per scene by
-    :func:`resolve_depth_mode` (the camera's ``CameraInfo.depth_mode``). Invalid = value 0 or ``valid_mask`` False ([h, w] bool, True =
-    tissue; resized to the PNG with nearest if its size differs). Valid depths are clipped
+    :func:`resolve_depth_mode` (the camera's ``CameraInfo.depth_mode``). Invalid = value 0 or
+    ``valid_mask`` False ([h, w] bool, True = tissue; resized to the PNG with nearest if its
+    size differs, e.g. at a lower training resolution). Valid depths are clipped
     to the [3 %, 99.8 %] percentiles of the valid pixels, then multiplied by ``depth_scale``.
     """
     raw = _read_raw_depth(path)

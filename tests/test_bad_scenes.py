@@ -242,8 +242,10 @@ def test_non_utf8_scene_path_trains_and_names_bad_files(blender_master, tmp_path
 
 @pytest.mark.parametrize("ext, edit, needles", [
     (".txt", lambda m: _set(m.cameras[1], width=0), ("cameras.txt", "camera 1", "size 0x16")),
-    (".bin", lambda m: _set(m.cameras[1], params=np.array([20.0, np.inf, 8.0, 8.0])), ("cameras.bin", "camera 1", "non-finite")),
-    (".txt", lambda m: m.images[4].tvec.__setitem__(0, np.inf), ("images.txt", "image 4 (r_003.jpg)", "non-finite pose")),
+    (".bin", lambda m: _set(m.cameras[1], params=np.array([20.0, np.inf, 8.0, 8.0])),
+     ("cameras.bin", "camera 1", "non-finite")),
+    (".txt", lambda m: m.images[4].tvec.__setitem__(0, np.inf),
+     ("images.txt", "image 4 (r_003.jpg)", "non-finite pose")),
     (".txt", lambda m: m.points.xyz.__setitem__((0, 0), -np.inf), ("points3D.txt", "point 1", "non-finite")),
 ], ids=["txt-zero-width", "bin-inf-focal", "txt-inf-translation", "txt-inf-point"])
 def test_colmap_geometry_variants(scenes, ext, edit, needles):
@@ -277,7 +279,8 @@ def test_blender_folder_at_file_path(scenes):
         read_blender_scene(scene, _args())
 
 
-@pytest.mark.parametrize("sub, frame, size", [("depth", 1, (ENDO_W, ENDO_H + 2)), ("images", 3, (ENDO_W * 2, ENDO_H * 2))])
+@pytest.mark.parametrize("sub, frame, size", [("depth", 1, (ENDO_W, ENDO_H + 2)),
+                                              ("images", 3, (ENDO_W * 2, ENDO_H * 2))])
 def test_endonerf_frame_size_variants(scenes, sub, frame, size):
     scene = scenes("endonerf")
     path = _frame_file(scene, sub, frame)
@@ -292,7 +295,8 @@ def test_endonerf_hwf_aspect_must_match_images(scenes):
     pb = load_npy(scene / "poses_bounds.npy")
     pb[2, 9] *= 2  # hwf of frame 2 (the 3x5 block's last column: H, W, focal) says twice as wide
     save_npy(scene / "poses_bounds.npy", pb)
-    with pytest.raises(UserError, match=r"frame-000002.color.png: frames are 20x16 but poses_bounds.npy row 2 says 40x16"):
+    with pytest.raises(UserError, match=r"frame-000002.color.png: frames are 20x16 but poses_bounds.npy row 2 "
+                                        r"says 40x16"):
         read_endonerf_scene(scene, _args())
 
 

@@ -19,7 +19,8 @@ from utils.io_utils import atomic_path
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  # compared lower-case
 JPEG_SOS, JPEG_EOI = b"\xff\xda", b"\xff\xd9"  # start-of-scan / end-of-image markers
 PNG_SIGNATURE, PNG_IEND = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"  # file start / last chunk (type + CRC)
-DECODER_CORRUPTION = ("corrupt jpeg", "premature end", "crc error", "invalid", "truncat")  # decoder warnings = bad data
+DECODER_DAMAGE = ("corrupt jpeg data", "premature end")  # libjpeg warnings after which the picture is damaged
+MAX_DECODER_NOTE = 120  # characters of a decoder's own message quoted in ours
 _STDERR_LOCK = threading.Lock()
 
 
@@ -61,7 +62,8 @@ def _captured_stderr() -> Iterator[list[str]]:
     """Redirect file descriptor 2 (where libjpeg/libpng/OpenCV print) into a list of lines for the block."""
     lines: list[str] = []
     with _STDERR_LOCK, tempfile.TemporaryFile() as tmp:
-        sys.stderr.flush()
+        if sys.stderr is not None:
+            sys.stderr.flush()
         saved = os.dup(2)
         try:
             os.dup2(tmp.fileno(), 2)
@@ -83,11 +85,11 @@ def decode_image(data: bytes, path: str | os.PathLike) -> np.ndarray:
     if problem is None:
         with _captured_stderr() as noise:
             img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
-        bad = [ln for ln in noise if any(k in ln.lower() for k in DECODER_CORRUPTION)]
+        damaged = [ln for ln in noise if any(k in ln.lower() for k in DECODER_DAMAGE)]
         if img is None or img.size == 0:
-            problem = "cannot decode image" + (f" ({bad[0]})" if bad else " (corrupt or unsupported format)")
-        elif bad:
-            problem = f"corrupt image data ({bad[0]})"
+            problem = f"cannot decode image ({(noise or ['corrupt or unsupported format'])[-1][:MAX_DECODER_NOTE]})"
+        elif damaged:
+            problem = f"corrupt image data ({damaged[0][:MAX_DECODER_NOTE]})"
     if problem:
         raise UserError(f"{shown_path(path)}: {problem}; re-export or replace the file")
     return img
@@ -162,7 +164,10 @@ def save_image(path: str | os.PathLike, image: torch.Tensor | np.ndarray) -> Non
 def write_stored_image(path: str | os.PathLike, arr: np.ndarray) -> None:
     """Write an array in OpenCV's stored order ([H,W] or [H,W,3|4] BGR(A), uint8/uint16), format from the
     extension, atomically. Encoded in memory and written in Python: any path works, non-UTF-8 included."""
-    ok, encoded = cv2.imencode(os.path.splitext(os.fsdecode(path))[1] or ".png", arr)
+    try:
+        ok, encoded = cv2.imencode(os.path.splitext(os.fsdecode(path))[1] or ".png", arr)
+    except cv2.error:
+        ok = False
     if not ok:
         raise UserError(f"{shown_path(path)}: could not encode the image (unsupported extension?)")
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
