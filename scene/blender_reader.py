@@ -74,7 +74,8 @@ def resolve_image(json_dir: Path, file_path, where: str) -> Path:
     if base.is_dir():
         raise UserError(f"{where}: 'file_path' {shown_path(base)} is a folder, not an image file; "
                         "point it at the frame's image")
-    raise UserError(f"{where}: image {base} not found (tried {', '.join(s or 'as is' for s in IMAGE_SUFFIXES)})")
+    raise UserError(f"{where}: image {shown_path(base)} not found (tried as is and with "
+                    f"{'/'.join(IMAGE_EXTENSIONS)} appended, lower or upper case); fix 'file_path' or add the image")
 
 
 def c2w_opengl_to_w2c_opencv(matrix, where: str) -> np.ndarray:

@@ -67,7 +67,7 @@ def _check_image_files(model: ColmapModel, image_dir: Path, model_dir: Path) -> 
                         f"replace it with the image {images_file} registers under that name")
     if missing:
         raise UserError(
-            f"{image_dir / missing[0]}: image registered in {model_dir} is missing "
+            f"{shown_path(image_dir / missing[0])}: image registered in {model_dir} is missing "
             f"({len(missing)} missing: {short_list(missing)}); restore it or re-run convert.py"
         )
     return [n for n in on_disk if n not in registered]
@@ -114,7 +114,7 @@ def read_colmap_scene(path: str | os.PathLike, args) -> SceneInfo:
     unregistered = _check_image_files(model, image_dir, model_dir)
     if unregistered:
         warnings.warn(
-            f"{image_dir}: {len(unregistered)} image(s) not registered by COLMAP are skipped: "
+            f"{shown_path(image_dir)}: {len(unregistered)} image(s) not registered by COLMAP are skipped: "
             f"{short_list(unregistered)}",
             stacklevel=2,
         )

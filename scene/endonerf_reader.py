@@ -227,7 +227,7 @@ def find_frame_files(root: Path, images_name: str, n_poses: int) -> FrameFiles:
     depths = _match(depth_dir, index_frames(depth_dir), nums, images, "depth map")
     mask_index = _index_optional(root / "masks")
     if mask_index is None:
-        print(f"[endonerf] {root / 'masks'} not found: every pixel counts as tissue")
+        print(f"[endonerf] {shown_path(root / 'masks')} not found: every pixel counts as tissue")
     masks = _match(root / "masks", mask_index, nums, images, "mask") if mask_index is not None else [None] * len(nums)
     gt_index = _index_optional(root / "gt_masks")
     gt_masks = _match(root / "gt_masks", gt_index, nums, images, "gt mask") if gt_index is not None else None
