@@ -95,7 +95,7 @@ def c2w_opengl_to_w2c_opencv(matrix, where: str) -> np.ndarray:
     c2w[:3] = m[:3]
     rot = c2w[:3, :3]
     if np.abs(rot.T @ rot - np.eye(3)).max() > ROTATION_TOLERANCE or np.linalg.det(rot) <= 0:
-        raise UserError(f"{where}: 'transform_matrix' rotation is not a rotation (det {np.linalg.det(rot):.4g}: "
+        raise UserError(f"{where}: 'transform_matrix' 3x3 block is not a rotation (det {np.linalg.det(rot):.4g}: "
                         "singular, mirrored, scaled or skewed pose); fix the pose")
     return np.linalg.inv(c2w @ OPENGL_TO_OPENCV)
 

@@ -360,7 +360,8 @@ def check_model(model: ColmapModel, folder: Path, ext: str) -> None:
     if bad.size:
         i = int(bad[0])
         raise _bad_entry(folder / f"points3D{ext}", f"point {int(model.points.ids[i])}",
-                         f"has a non-finite position ({_fmt(model.points.xyz[i])}; {bad.size} such points)")
+                         f"has a non-finite position ({_fmt(model.points.xyz[i])}; {bad.size} of "
+                         f"{len(model.points.ids)} points are non-finite)")
 
 
 def _fmt(values) -> str:

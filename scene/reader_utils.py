@@ -96,8 +96,8 @@ def path_inside(folder: Path, name: str, where: str) -> Path:
     (absolute, or climbing out with '..'). ``where`` names the scene file and entry for the message."""
     rel = os.path.normpath(name.replace("\\", "/"))
     if os.path.isabs(name) or os.path.isabs(rel) or rel == ".." or rel.startswith("../"):
-        raise UserError(f"{where}: image name {name!r} points outside {shown_path(folder)}; scene files may only "
-                        "name files inside the scene folder: fix the entry or move the image into the scene")
+        raise UserError(f"{where}: image name {name!r} points outside {shown_path(folder)}; image names must "
+                        "stay inside that folder: fix the entry or move the image there")
     return folder / name
 
 
