@@ -26,6 +26,7 @@ import torch
 from utils.dino_utils import DinoExtractor
 from utils.errors import UserError
 from utils.feature_pca import basis_tensors, project
+from utils.image_utils import IMAGE_EXTENSIONS as IMAGE_SUFFIXES  # the one list of image extensions
 from utils.io_utils import load_npy, read_json_object
 
 META_NAME = "features_meta.json"
@@ -34,7 +35,6 @@ UPSAMPLE_MODES = ("none", "bilinear", "hr")
 # features_meta.json keys every reader relies on, with their JSON types (checked at load, named on error)
 META_FIELD_TYPES = {"complete": bool, "model": str, "layers": list, "resolution": int, "norm": bool, "channels": int,
                     "upsample": str, "patch_size": int, "feature_dim": int, "mean": list, "std": list, "images": dict}
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def image_stem(name: str) -> str:
