@@ -1,6 +1,8 @@
 """The viser server: one :class:`viewer.client_view.ClientView` per connected browser tab."""
 from __future__ import annotations
 
+import contextlib
+import io
 import socket
 import threading
 from dataclasses import dataclass
@@ -52,7 +54,8 @@ class ViewerServer:
         self.content, self.options = content, options
         self.views: dict[int, ClientView] = {}
         self._lock = threading.Lock()
-        self.server = viser.ViserServer(host=options.host, port=options.port, verbose=False)
+        with contextlib.redirect_stdout(io.StringIO()):  # viser's banner: we print one line with the address
+            self.server = viser.ViserServer(host=options.host, port=options.port, verbose=False)
         self.server.gui.configure_theme(control_width="medium", show_share_button=False)
         self.server.gui.main_panel.dock_right()
         self.server.on_client_connect(self._connect)
@@ -91,4 +94,5 @@ class ViewerServer:
             self.views.clear()
         for view in views:
             view.close()
-        self.server.stop()
+        with contextlib.redirect_stdout(io.StringIO()):  # viser's "Server stopped"
+            self.server.stop()
