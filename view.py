@@ -12,54 +12,35 @@ from __future__ import annotations
 
 import sys
 import threading
-from argparse import ArgumentParser
+from dataclasses import dataclass
 
-from arguments import ModelParams, PipelineParams, get_combined_args
-from utils.errors import UserError, run_cli
-from viewer.server import IMAGE_FORMATS, ViewerOptions
+from arguments import ModelParams, PipelineParams, parse
+from arguments.config import param
+from utils.errors import run_cli
+from viewer.server import ServeParams
 
-
-def build_parser() -> tuple[ArgumentParser, ModelParams, PipelineParams]:
-    parser = ArgumentParser(description="Interactive web viewer for a trained model")
-    lp, pp = ModelParams(parser, sentinel=True), PipelineParams(parser)
-    parser.add_argument("--iteration", default=-1, type=int, help="iteration to load (default: the last saved)")
-    parser.add_argument("--ip", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    parser.add_argument("--port", default=8080, type=int, help="port to listen on")
-    parser.add_argument("--image_format", default="jpeg", choices=IMAGE_FORMATS,
-                        help="how frames travel to the browser (png: lossless, larger)")
-    parser.add_argument("--jpeg_quality", default=90, type=int, help="JPEG quality 1-100")
-    parser.add_argument("--max_resolution", default=1024, type=int, help="initial long side of full-resolution frames (px)")
-    parser.add_argument("--moving_scale", default=0.35, type=float, help="initial resolution factor while the camera moves")
-    parser.add_argument("--moving_budget", default=30, type=int,
-                        help="initial thousands of Gaussians drawn while the camera moves, the most visible first (0: all)")
-    parser.add_argument("--quiet", action="store_true", help="print only the viewer's address")
-    return parser, lp, pp
+DESCRIPTION = "Interactive web viewer for a trained model"
 
 
-def options_from(args) -> ViewerOptions:
-    """Viewer options from parsed flags, checked."""
-    if not 1 <= args.jpeg_quality <= 100:
-        raise UserError(f"--jpeg_quality {args.jpeg_quality}: choose 1-100")
-    if not 0.0 < args.moving_scale <= 1.0:
-        raise UserError(f"--moving_scale {args.moving_scale}: choose a factor in (0, 1]")
-    if not 0 <= args.moving_budget <= 1000:
-        raise UserError(f"--moving_budget {args.moving_budget}: choose 0 (all) to 1000 thousand Gaussians")
-    if args.max_resolution < 16:
-        raise UserError(f"--max_resolution {args.max_resolution}: choose at least 16 px")
-    return ViewerOptions(args.ip, args.port, args.image_format, args.jpeg_quality, args.max_resolution, args.moving_scale,
-                         args.moving_budget)
+@dataclass(frozen=True)
+class ViewParams(ServeParams):
+    """What view.py serves, and where."""
+
+    iteration: int = param(-1, "saved iteration to show (-1 = the latest)", ge=1, allowed=(-1,))
+    quiet: bool = param(False, "print only the viewer's address")
+
+
+GROUPS = (ModelParams, PipelineParams, ViewParams)
 
 
 def main(argv: list[str] | None = None, stop: threading.Event | None = None) -> None:
-    parser, lp, pp = build_parser()
-    args = get_combined_args(parser, argv if argv is not None else sys.argv[1:])
-    options = options_from(args)
+    dataset, pipe, opts = parse(GROUPS, sys.argv[1:] if argv is None else argv, DESCRIPTION, from_model=True)
     from viewer.content import load_model_folder
     from viewer.server import ViewerServer, check_port_free
 
-    check_port_free(options.host, options.port)  # before the (slow) model load
-    content = load_model_folder(lp.extract(args), pp.extract(args), args.iteration, args.quiet)
-    server = ViewerServer(content, options)
+    check_port_free(opts.ip, opts.port)  # before the (slow) model load
+    content = load_model_folder(dataset, pipe, opts.iteration, opts.quiet)
+    server = ViewerServer(content, opts.options())
     print(f"Viewer at {server.url} (Ctrl-C to stop)", flush=True)
     try:
         (stop or threading.Event()).wait()

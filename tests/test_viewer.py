@@ -164,7 +164,7 @@ def test_port_in_use_is_a_user_error():
 
 
 def test_view_without_model_is_one_line(tmp_path):
-    assert_one_line_error(run_script("view.py", "-m", tmp_path / "missing"), "cfg_args", "-m")
+    assert_one_line_error(run_script("view.py", "-m", tmp_path / "missing"), "missing", "-m")
 
 
 def test_training_viewer_disabled_and_idle_cost_nothing():
@@ -229,3 +229,13 @@ def test_moving_budget_keeps_the_most_visible_gaussians():
     part = shown.most_visible(50)
     assert part.num_points == 50 and shown.most_visible(0) is shown and shown.most_visible(500) is shown
     assert torch.equal(part.get_xyz, g.get_xyz[150:])  # highest opacity, equal sizes
+
+
+def test_training_viewer_flags():
+    from viewer.training import TrainingViewerParams
+
+    assert not TrainingViewerParams.defaults().enabled
+    assert TrainingViewerParams.defaults().replace(viewer=True).enabled
+    assert not TrainingViewerParams.defaults().replace(viewer=True, disable_viewer=True).enabled
+    off = TrainingViewer.for_training(TrainingViewerParams.defaults(), tiny_model(), PIPE, torch.zeros(3), None)
+    assert off.server is None

@@ -94,7 +94,7 @@ def load_model_folder(args, pipe, iteration: int, quiet: bool = False) -> Viewer
 
     device = pick_device(args.device)
     gaussians = GaussianModel(args.sh_degree, device=device)
-    scene = Scene(args, gaussians, load_iteration=iteration, device=device)
+    scene = Scene(args, gaussians, load_iteration=iteration, device=device, quiet=quiet)
     content = ViewerContent(gaussians, pipe, torch.tensor(background_color(args.white_background), device=device),
                             camera_choices(scene.getTrainCameras(), scene.getTestCameras()), float(scene.cameras_extent))
     content.projector()  # fit the feature PCA now rather than at the first PCA frame

@@ -6,15 +6,14 @@ import io
 import socket
 import threading
 from dataclasses import dataclass
+from typing import Literal
 
 import viser
 
+from arguments.config import Params, param
 from utils.errors import UserError
 from viewer.client_view import ClientView
 from viewer.content import ViewerContent
-
-IMAGE_FORMATS = ("jpeg", "png")
-
 
 @dataclass
 class ViewerOptions:
@@ -27,6 +26,25 @@ class ViewerOptions:
     max_resolution: int = 1024
     moving_scale: float = 0.35
     moving_budget_k: int = 30  # thousands of Gaussians drawn while moving (0: all)
+
+
+@dataclass(frozen=True)
+class ServeParams(Params):
+    """Where and how the viewer serves (flags of view.py and train.py)."""
+
+    GROUP = "Web viewer"
+    ip: str = param("127.0.0.1", "address the viewer listens on (0.0.0.0: every interface)")
+    port: int = param(8080, "port the viewer listens on", ge=1, le=65535)
+    image_format: Literal["jpeg", "png"] = param("jpeg", "how frames travel to the browser (png: lossless, larger)")
+    jpeg_quality: int = param(90, "JPEG quality of the frames", ge=1, le=100)
+    max_resolution: int = param(1024, "initial long side of full-resolution frames, in pixels", ge=16)
+    moving_scale: float = param(0.35, "initial resolution factor while the camera moves", gt=0, le=1)
+    moving_budget: int = param(30, "initial thousands of Gaussians drawn while the camera moves, the most visible "
+                                   "first (0: all)", ge=0, le=1000)
+
+    def options(self) -> "ViewerOptions":
+        return ViewerOptions(self.ip, self.port, self.image_format, self.jpeg_quality, self.max_resolution,
+                             self.moving_scale, self.moving_budget)
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -48,8 +66,6 @@ class ViewerServer:
     """Serves ``content`` to browsers at ``options.host:options.port``."""
 
     def __init__(self, content: ViewerContent, options: ViewerOptions):
-        if options.image_format not in IMAGE_FORMATS:
-            raise UserError(f"--image_format {options.image_format}: choose jpeg or png")
         check_port_free(options.host, options.port)
         self.content, self.options = content, options
         self.views: dict[int, ClientView] = {}

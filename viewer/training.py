@@ -1,6 +1,6 @@
 """Watch training live: the hooks train.py calls (``--viewer`` / ``--ip`` / ``--port``).
 
-    viewer = TrainingViewer.for_training(enabled, host, port, gaussians, pipe, bg, scene, quiet)
+    viewer = TrainingViewer.for_training(params, gaussians, pipe, bg, scene, quiet)   # params: TrainingViewerParams
     for iteration in ...:
         ...
         viewer.update(gaussians, iteration, {"loss": ..., "psnr": ...})
@@ -16,13 +16,29 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
+
+from arguments.config import param
 
 from scene.gaussian_model import GaussianModel, subset_model
 from viewer.content import ViewerContent, camera_choices
-from viewer.server import ViewerOptions, ViewerServer
+from viewer.server import ServeParams, ViewerOptions, ViewerServer
 
 SNAPSHOT_EVERY_S = 1.0  # at most one copy of the Gaussians per second while a browser watches
 STATS_EVERY_S = 0.5  # stats panel refresh interval
+
+
+@dataclass(frozen=True)
+class TrainingViewerParams(ServeParams):
+    """train.py's viewer flags (graphdeco's --ip / --port / --disable_viewer names, plus --viewer)."""
+
+    viewer: bool = param(False, "serve the web viewer while training (open http://IP:PORT): live Gaussians, loss, "
+                                "PSNR, pause/resume")
+    disable_viewer: bool = param(False, "no viewer, even with --viewer (graphdeco's flag)")
+
+    @property
+    def enabled(self) -> bool:
+        return self.viewer and not self.disable_viewer
 
 
 def snapshot(gaussians: GaussianModel) -> GaussianModel:
@@ -72,13 +88,13 @@ class TrainingViewer:
         return cls(server)
 
     @classmethod
-    def for_training(cls, enabled: bool, host: str, port: int, gaussians: GaussianModel, pipe, bg, scene,
+    def for_training(cls, params: TrainingViewerParams, gaussians: GaussianModel, pipe, bg, scene,
                      quiet: bool = False) -> "TrainingViewer":
-        """train.py's viewer: serving ``scene``'s cameras at host:port when ``enabled``, else a disabled one."""
-        if not enabled:
+        """train.py's viewer: serving ``scene``'s cameras when ``params.enabled``, else a disabled one."""
+        if not params.enabled:
             return cls()
         return cls.start(gaussians, pipe, bg, scene.getTrainCameras(), scene.getTestCameras(), scene.cameras_extent,
-                         ViewerOptions(host=host, port=port), quiet)
+                         params.options(), quiet)
 
     @property
     def paused(self) -> bool:
