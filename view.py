@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from arguments import ModelParams, PipelineParams, parse
 from arguments.config import param
 from utils.errors import run_cli
-from viewer.server import ServeParams
+from viewer.params import ServeParams
 
 DESCRIPTION = "Interactive web viewer for a trained model"
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None, stop: threading.Event | None = None) -> 
 
     check_port_free(opts.ip, opts.port)  # before the (slow) model load
     content = load_model_folder(dataset, pipe, opts.iteration, opts.quiet)
-    server = ViewerServer(content, opts.options())
+    server = ViewerServer(content, opts)
     print(f"Viewer at {server.url} (Ctrl-C to stop)", flush=True)
     try:
         (stop or threading.Event()).wait()

@@ -31,13 +31,13 @@ from scene.gaussian_model import GaussianModel  # noqa: E402
 from utils.errors import parse_size  # noqa: E402
 from viewer.camera import ViewPose, render_size, view_camera  # noqa: E402
 from viewer.modes import RGB, DisplayModel, render_mode  # noqa: E402
-from viewer.server import ViewerOptions  # noqa: E402
+from viewer.params import ServeParams  # noqa: E402
 from viewer.training import TrainingViewer  # noqa: E402
 import viser.transforms as vtf  # noqa: E402
 
 JPEG_QUALITY = 90
-DEFAULT_MOVING_SCALE = ViewerOptions().moving_scale
-DEFAULT_BUDGET = ViewerOptions().moving_budget_k * 1000
+DEFAULT_MOVING_SCALE = ServeParams.defaults().moving_scale
+DEFAULT_BUDGET = ServeParams.defaults().moving_budget * 1000
 ORBIT_RADIUS = 3.0
 FOV_Y = math.radians(50)
 TARGET_FPS = 10.0
@@ -87,7 +87,7 @@ def update_cost(g: GaussianModel, pipe, calls: int = 20000) -> float:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    viewer = TrainingViewer.start(g, pipe, torch.zeros(3), [], [], 1.0, ViewerOptions(port=port), quiet=True)
+    viewer = TrainingViewer.start(g, pipe, torch.zeros(3), [], [], 1.0, ServeParams.defaults().replace(port=port), quiet=True)
     try:
         t0 = time.perf_counter()
         for it in range(calls):

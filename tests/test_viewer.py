@@ -17,7 +17,8 @@ from tests.cli_helpers import assert_one_line_error, run_script
 from utils.errors import UserError
 from viewer.camera import camera_pose, fitted_K, pose_viewmat, render_size, same_pose, view_camera
 from viewer.modes import CLUSTERS, DEPTH, PCA, RGB, ClusterColours, DisplayModel, load_cluster_labels, render_mode
-from viewer.server import ViewerOptions, check_port_free
+from viewer.params import ServeParams
+from viewer.server import check_port_free
 from viewer.training import TrainingViewer, snapshot, stats_text
 
 PIPE = SimpleNamespace(backend="cpu", debug=False)
@@ -191,7 +192,7 @@ def test_training_viewer_disabled_and_idle_cost_nothing():
 def start_training_viewer(g: GaussianModel) -> TrainingViewer:
     s, port = busy_port()
     s.close()
-    return TrainingViewer.start(g, PIPE, torch.zeros(3), [random_camera(0)], [], 1.0, ViewerOptions(port=port), quiet=True)
+    return TrainingViewer.start(g, PIPE, torch.zeros(3), [random_camera(0)], [], 1.0, ServeParams.defaults().replace(port=port), quiet=True)
 
 
 def test_training_viewer_pause_blocks_until_resumed():
@@ -220,7 +221,7 @@ def test_snapshot_is_detached_copy_and_stats_text():
     assert "iteration 120" in text and "0.0123" in text and "25.50 dB" in text and "12,345" in text and "paused" in text
 
 
-def test_moving_budget_keeps_the_most_visible_gaussians():
+def test_moving_budgeteeps_the_most_visible_gaussians():
     g = tiny_model(n=200)
     with torch.no_grad():
         g.params["opacity"].copy_(torch.linspace(-3, 3, 200)[:, None])

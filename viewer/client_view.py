@@ -27,7 +27,7 @@ FREE = "(free camera)"
 
 
 class ClientView:
-    """Controls and render loop of one connected browser (``options``: see :class:`viewer.server.ViewerOptions`)."""
+    """Controls and render loop of one connected browser (``options``: see :class:`viewer.params.ServeParams`)."""
 
     def __init__(self, client: viser.ClientHandle, content: ViewerContent, options):
         self.client, self.content, self.options = client, content, options
@@ -57,7 +57,7 @@ class ClientView:
                                           hint="long side of the full-resolution frame, in pixels")
             self.moving_scale = gui.add_slider("Moving scale", 0.1, 1.0, 0.05, self.options.moving_scale,
                                                hint="resolution factor while the camera moves")
-            self.moving_budget = gui.add_slider("Moving budget (k)", 0, 1000, 10, self.options.moving_budget_k,
+            self.moving_budget = gui.add_slider("Moving budget (k)", 0, 1000, 10, self.options.moving_budget,
                                                 hint="while moving, draw only this many thousand of the most visible Gaussians (0: all)")
             max_sh = content.gaussians.max_sh_degree
             self.sh_degree = gui.add_slider("SH degree", 0, max(max_sh, 1), 1, max_sh, disabled=max_sh == 0)

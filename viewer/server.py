@@ -5,47 +5,12 @@ import contextlib
 import io
 import socket
 import threading
-from dataclasses import dataclass
-from typing import Literal
-
 import viser
 
-from arguments.config import Params, param
 from utils.errors import UserError
 from viewer.client_view import ClientView
 from viewer.content import ViewerContent
-
-@dataclass
-class ViewerOptions:
-    """Server-wide settings: address, frame transport (PNG is lossless), default resolutions."""
-
-    host: str = "127.0.0.1"
-    port: int = 8080
-    image_format: str = "jpeg"
-    jpeg_quality: int = 90
-    max_resolution: int = 1024
-    moving_scale: float = 0.35
-    moving_budget_k: int = 30  # thousands of Gaussians drawn while moving (0: all)
-
-
-@dataclass(frozen=True)
-class ServeParams(Params):
-    """Where and how the viewer serves (flags of view.py and train.py)."""
-
-    GROUP = "Web viewer"
-    ip: str = param("127.0.0.1", "address the viewer listens on (0.0.0.0: every interface)")
-    port: int = param(8080, "port the viewer listens on", ge=1, le=65535)
-    image_format: Literal["jpeg", "png"] = param("jpeg", "how frames travel to the browser (png: lossless, larger)")
-    jpeg_quality: int = param(90, "JPEG quality of the frames", ge=1, le=100)
-    max_resolution: int = param(1024, "initial long side of full-resolution frames, in pixels", ge=16)
-    moving_scale: float = param(0.35, "initial resolution factor while the camera moves", gt=0, le=1)
-    moving_budget: int = param(30, "initial thousands of Gaussians drawn while the camera moves, the most visible "
-                                   "first (0: all)", ge=0, le=1000)
-
-    def options(self) -> "ViewerOptions":
-        return ViewerOptions(self.ip, self.port, self.image_format, self.jpeg_quality, self.max_resolution,
-                             self.moving_scale, self.moving_budget)
-
+from viewer.params import ServeParams
 
 def check_port_free(host: str, port: int) -> None:
     """UserError naming ``--ip``/``--port`` when ``host:port`` cannot be bound (viser would silently pick another)."""
@@ -63,15 +28,15 @@ def check_port_free(host: str, port: int) -> None:
 
 
 class ViewerServer:
-    """Serves ``content`` to browsers at ``options.host:options.port``."""
+    """Serves ``content`` to browsers at ``options.ip:options.port``."""
 
-    def __init__(self, content: ViewerContent, options: ViewerOptions):
-        check_port_free(options.host, options.port)
+    def __init__(self, content: ViewerContent, options: ServeParams):
+        check_port_free(options.ip, options.port)
         self.content, self.options = content, options
         self.views: dict[int, ClientView] = {}
         self._lock = threading.Lock()
         with contextlib.redirect_stdout(io.StringIO()):  # viser's banner: we print one line with the address
-            self.server = viser.ViserServer(host=options.host, port=options.port, verbose=False)
+            self.server = viser.ViserServer(host=options.ip, port=options.port, verbose=False)
         self.server.gui.configure_theme(control_width="medium", show_share_button=False)
         self.server.gui.main_panel.dock_right()
         self.server.on_client_connect(self._connect)
@@ -79,7 +44,7 @@ class ViewerServer:
 
     @property
     def url(self) -> str:
-        host = "localhost" if self.options.host in ("0.0.0.0", "::") else self.options.host
+        host = "localhost" if self.options.ip in ("0.0.0.0", "::") else self.options.ip
         return f"http://{host}:{self.server.get_port()}"
 
     @property

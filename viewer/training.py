@@ -16,29 +16,13 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
-
-from arguments.config import param
 
 from scene.gaussian_model import GaussianModel, subset_model
 from viewer.content import ViewerContent, camera_choices
-from viewer.server import ServeParams, ViewerOptions, ViewerServer
+from viewer.params import ServeParams, TrainingViewerParams
 
 SNAPSHOT_EVERY_S = 1.0  # at most one copy of the Gaussians per second while a browser watches
 STATS_EVERY_S = 0.5  # stats panel refresh interval
-
-
-@dataclass(frozen=True)
-class TrainingViewerParams(ServeParams):
-    """train.py's viewer flags (graphdeco's --ip / --port / --disable_viewer names, plus --viewer)."""
-
-    viewer: bool = param(False, "serve the web viewer while training (open http://IP:PORT): live Gaussians, loss, "
-                                "PSNR, pause/resume")
-    disable_viewer: bool = param(False, "no viewer, even with --viewer (graphdeco's flag)")
-
-    @property
-    def enabled(self) -> bool:
-        return self.viewer and not self.disable_viewer
 
 
 def snapshot(gaussians: GaussianModel) -> GaussianModel:
@@ -64,7 +48,7 @@ def stats_text(iteration: int, stats: dict, num_gaussians: int, paused: bool) ->
 class TrainingViewer:
     """Serves the current Gaussians while training runs. A disabled one (``server=None``) does nothing."""
 
-    def __init__(self, server: ViewerServer | None = None):
+    def __init__(self, server=None):
         self.server = server
         self.iteration, self.stats, self.num_gaussians = 0, {}, 0
         self._paused = threading.Event()
@@ -79,8 +63,10 @@ class TrainingViewer:
 
     @classmethod
     def start(cls, gaussians: GaussianModel, pipe, bg, train_cameras, test_cameras, extent: float,
-              options: ViewerOptions, quiet: bool = False) -> "TrainingViewer":
+              options: ServeParams, quiet: bool = False) -> "TrainingViewer":
         """Start the server (a UserError names --ip/--port if it cannot listen) and print its address."""
+        from viewer.server import ViewerServer  # viser is imported only when a viewer is wanted
+
         content = ViewerContent(snapshot(gaussians), pipe, bg, camera_choices(train_cameras, test_cameras), float(extent))
         server = ViewerServer(content, options)
         if not quiet:
@@ -94,7 +80,7 @@ class TrainingViewer:
         if not params.enabled:
             return cls()
         return cls.start(gaussians, pipe, bg, scene.getTrainCameras(), scene.getTestCameras(), scene.cameras_extent,
-                         params.options(), quiet)
+                         params, quiet)
 
     @property
     def paused(self) -> bool:
