@@ -40,13 +40,15 @@ def main(argv: list[str] | None = None) -> None:
         choose(page, "Snap to camera", a.camera)
         info = wait_frame(page, rf"full · RGB .*{a.camera}")
         for mode in a.modes:
-            choose(page, "Render mode", mode)
-            info = wait_frame(page, rf"full · {mode} ", frame_number(info))
+            if mode != "RGB":  # RGB is already showing
+                choose(page, "Render mode", mode)
+                info = wait_frame(page, rf"full · {mode} ", frame_number(info))
             page.screenshot(path=str(out / f"{MODES[mode]}.png"))
             print(out / f"{MODES[mode]}.png")
         if "Time" in page.content():
-            choose(page, "Render mode", "RGB")
-            info = wait_frame(page, r"full · RGB ", frame_number(info))
+            if a.modes[-1] != "RGB":
+                choose(page, "Render mode", "RGB")
+                info = wait_frame(page, r"full · RGB ", frame_number(info))
             thumb = slider_thumb(page, "Time")
             thumb.focus()
             thumb.press("End")

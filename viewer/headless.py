@@ -111,6 +111,7 @@ def choose(page, label: str, option: str) -> None:
     """Pick ``option`` (a prefix of its text) in the dropdown labelled ``label``."""
     page.get_by_label(label).click()
     page.get_by_role("option", name=option).first.click()
+    page.mouse.move(1, 1)  # away from the controls: no tooltip over the screenshot
 
 
 def canvas_size(page) -> tuple[int, int]:
