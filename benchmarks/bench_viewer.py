@@ -87,7 +87,7 @@ def update_cost(g: GaussianModel, pipe, calls: int = 20000) -> float:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    viewer = TrainingViewer.start(g, pipe, torch.zeros(3), [], [], 1.0, ServeParams.defaults().replace(port=port), quiet=True)
+    viewer = TrainingViewer.start(g, pipe, torch.zeros(3), [], [], 1.0, ServeParams.defaults().replace(port=port))
     try:
         t0 = time.perf_counter()
         for it in range(calls):

@@ -109,7 +109,7 @@ def test_config_base_inheritance(tmp_path):
 
 def test_endonerf_configs_carry_the_published_protocol():
     for scene in ("pulling", "cutting"):
-        _, o, _, run = parse(train.GROUPS, ["--config", str(ROOT / "arguments" / "endonerf" / f"{scene}.py")], "t",
+        _, o, _, run, _ = parse(train.GROUPS, ["--config", str(ROOT / "arguments" / "endonerf" / f"{scene}.py")], "t",
                              config_file=True)
         assert o.iterations == 3000 and o.lambda_depth == 1.0 and run.test_iterations == [1000, 3000]
 

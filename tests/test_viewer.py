@@ -192,7 +192,7 @@ def test_training_viewer_disabled_and_idle_cost_nothing():
 def start_training_viewer(g: GaussianModel) -> TrainingViewer:
     s, port = busy_port()
     s.close()
-    return TrainingViewer.start(g, PIPE, torch.zeros(3), [random_camera(0)], [], 1.0, ServeParams.defaults().replace(port=port), quiet=True)
+    return TrainingViewer.start(g, PIPE, torch.zeros(3), [random_camera(0)], [], 1.0, ServeParams.defaults().replace(port=port))
 
 
 def test_training_viewer_pause_blocks_until_resumed():

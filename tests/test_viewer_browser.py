@@ -7,6 +7,8 @@ reason, when Chromium or playwright is missing (``make test`` installs both).
 """
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 
 import cv2
@@ -159,3 +161,29 @@ def test_pca_without_features_is_one_line_and_the_viewer_stays_up(page, model, t
     lines = [ln for ln in log.read_text().splitlines() if "per-Gaussian features" in ln]
     assert len(lines) == 1 and lines[0].startswith("warning: feature PCA:") and "--feature_dim" in lines[0], lines
     assert "Traceback" not in log.read_text()
+
+
+def training_iteration(pg) -> int:
+    return int(re.search(r"iteration (\d+)", pg.get_by_text(re.compile(r"^iteration \d+")).first.inner_text()).group(1))
+
+
+def test_train_viewer_shows_live_stats_and_pauses(page, model, tmp_path):
+    """train.py --viewer: the panel shows iteration, loss, PSNR and Gaussian count; pause stops the iterations."""
+    scene = model.parent / "scene"
+    with serve(tmp_path / "live", tmp_path / "train.log", "-s", scene, "--viewer", "--iterations", "100000",
+               "--num_init_points", "500", "--quiet", script="train.py") as url:
+        pg = open_viewer(page.context.new_page(), url, first_frame=r"·")
+        stats = pg.get_by_text(re.compile(r"^iteration \d+ · loss [0-9.]+ · PSNR [0-9.]+ dB · [0-9,]+ Gaussians"))
+        stats.first.wait_for(timeout=30_000)
+        pg.get_by_role("button", name="Pause training").click()
+        pg.get_by_text("paused").first.wait_for(timeout=10_000)
+        pg.wait_for_timeout(1000)  # an iteration under way when the button was pressed may still finish
+        held = training_iteration(pg)
+        pg.wait_for_timeout(2000)
+        assert training_iteration(pg) == held
+        pg.get_by_role("button", name="Resume training").click()
+        deadline = time.monotonic() + 30
+        while training_iteration(pg) <= held and time.monotonic() < deadline:
+            pg.wait_for_timeout(200)
+        assert training_iteration(pg) > held
+        pg.close()

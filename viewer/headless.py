@@ -32,17 +32,18 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(model: Path, log: Path, *flags: str, timeout_s: float = 120.0):
-    """Run ``view.py -m model flags`` on a free port, its output going to ``log``; yields its URL; stops it on exit."""
+def serve(model: Path, log: Path, *flags: str, timeout_s: float = 120.0, script: str = "view.py"):
+    """Run ``script -m model flags --port P`` (P free), its output going to ``log``, until it prints
+    'Viewer at'; yields the viewer's URL; stops the script on exit."""
     port = free_port()
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "view.py"), "-m", str(model), "--port", str(port), *flags],
+        proc = subprocess.Popen([sys.executable, str(ROOT / script), "-m", str(model), "--port", str(port), *flags],
                                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         deadline = time.monotonic() + timeout_s
         while "Viewer at " not in log.read_text():
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"view.py did not start:\n{log.read_text()}")
+                raise RuntimeError(f"{script} did not start its viewer:\n{log.read_text()}")
             time.sleep(0.2)
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -64,10 +65,11 @@ def browser_page(url: str, profile_dir: Path, viewport: dict):
             context.close()
 
 
-def open_viewer(page, url: str):
-    """Load the viewer at ``url`` in ``page``; returns it once the first full frame is drawn and toasts are closed."""
+def open_viewer(page, url: str, first_frame: str = r"full"):
+    """Load the viewer at ``url`` in ``page``; returns it once a frame matching ``first_frame`` is drawn and toasts
+    are closed."""
     page.goto(url)
-    wait_frame(page, r"full")
+    wait_frame(page, first_frame)
     close_notifications(page)
     return page
 

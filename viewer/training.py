@@ -1,6 +1,6 @@
 """Watch training live: the hooks train.py calls (``--viewer`` / ``--ip`` / ``--port``).
 
-    viewer = TrainingViewer.for_training(params, gaussians, pipe, bg, scene, quiet)   # params: TrainingViewerParams
+    viewer = TrainingViewer.for_training(params, gaussians, pipe, bg, scene)   # params: TrainingViewerParams
     for iteration in ...:
         ...
         viewer.update(gaussians, iteration, {"loss": ..., "psnr": ...})
@@ -63,24 +63,23 @@ class TrainingViewer:
 
     @classmethod
     def start(cls, gaussians: GaussianModel, pipe, bg, train_cameras, test_cameras, extent: float,
-              options: ServeParams, quiet: bool = False) -> "TrainingViewer":
-        """Start the server (a UserError names --ip/--port if it cannot listen) and print its address."""
+              options: ServeParams) -> "TrainingViewer":
+        """Start the server (a UserError names --ip/--port if it cannot listen) and print its address
+        (always: it was asked for)."""
         from viewer.server import ViewerServer  # viser is imported only when a viewer is wanted
 
         content = ViewerContent(snapshot(gaussians), pipe, bg, camera_choices(train_cameras, test_cameras), float(extent))
         server = ViewerServer(content, options)
-        if not quiet:
-            print(f"Viewer at {server.url}", flush=True)
+        print(f"Viewer at {server.url}", flush=True)
         return cls(server)
 
     @classmethod
-    def for_training(cls, params: TrainingViewerParams, gaussians: GaussianModel, pipe, bg, scene,
-                     quiet: bool = False) -> "TrainingViewer":
+    def for_training(cls, params: TrainingViewerParams, gaussians: GaussianModel, pipe, bg, scene) -> "TrainingViewer":
         """train.py's viewer: serving ``scene``'s cameras when ``params.enabled``, else a disabled one."""
         if not params.enabled:
             return cls()
         return cls.start(gaussians, pipe, bg, scene.getTrainCameras(), scene.getTestCameras(), scene.cameras_extent,
-                         params, quiet)
+                         params)
 
     @property
     def paused(self) -> bool:
