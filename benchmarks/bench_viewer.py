@@ -9,14 +9,18 @@ what the viewer's render thread does: render() in RGB mode, uint8 conversion, JP
 encoding (quality 90, as sent to the browser). Prints frames/s with all Gaussians and with
 the viewer's moving budget (the most visible 30k), at the full size and at the default
 moving scale (0.35). Training hooks: ``TrainingViewer.update`` per call
-with a running server and no browser, against the training iteration time it would add to.
+with a running server and no browser, against the training iteration time it would add to,
+and train.py's speed on the synthetic Blender scene with ``--viewer`` (no browser) and
+without, alternated ``--repeats`` times (medians).
 """
 from __future__ import annotations
 
 import argparse
 import math
 import socket
+import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -98,6 +102,26 @@ def update_cost(g: GaussianModel, pipe, calls: int = 20000) -> float:
         viewer.close()
 
 
+def training_overhead(iterations: int, repeats: int) -> tuple[float, float]:
+    """(median ms/iteration without, with --viewer and no browser) of train.py on the synthetic Blender scene."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_train import make_scene, time_training, train_args
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        scene = make_scene("blender", root)
+        off, on = [], []
+        for r in range(repeats):
+            args = train_args(scene, root / f"off{r}", "cpu", "cpu", iterations, 0, score=False)
+            off.append(time_training(args, iterations, "cpu")["s_per_it"])
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            args = train_args(scene, root / f"on{r}", "cpu", "cpu", iterations, 0, ["--viewer", "--port", str(port)], score=False)
+            on.append(time_training(args, iterations, "cpu")["s_per_it"])
+    return 1000 * statistics.median(off), 1000 * statistics.median(on)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000, help="number of Gaussians")
@@ -107,6 +131,8 @@ def main() -> None:
     ap.add_argument("--backend", default="cpu", help="render backend (cpu, torch, gsplat)")
     ap.add_argument("--iteration_ms", type=float, default=22.4,
                     help="training iteration time to compare the hook cost with (README: synthetic Blender scene)")
+    ap.add_argument("--train_iterations", type=int, default=200, help="train.py iterations per timing (0: skip)")
+    ap.add_argument("--repeats", type=int, default=3, help="alternating train.py timings with and without --viewer")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     w, h = parse_size(a.size)
@@ -125,6 +151,11 @@ def main() -> None:
     us = update_cost(g, pipe)
     print(f"TrainingViewer.update with no browser: {us:.2f} us/call = {us / 10 / a.iteration_ms:.4f} % of a "
           f"{a.iteration_ms} ms training iteration")
+    if a.train_iterations:
+        off, on = training_overhead(a.train_iterations, a.repeats)
+        print(f"train.py, synthetic Blender 80x80, {a.train_iterations} iterations, median of {a.repeats}: "
+              f"{off:.1f} ms/iteration without a viewer, {on:.1f} with --viewer and no browser "
+              f"({100 * (on / off - 1):+.1f} %; target <= +5 %)")
 
 
 if __name__ == "__main__":
