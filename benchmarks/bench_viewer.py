@@ -10,6 +10,7 @@ encoding (quality 90, as sent to the browser). Prints frames/s with all Gaussian
 the viewer's moving budget (the most visible 30k), at the full size and at the default
 moving scale (0.35). Training hooks: ``TrainingViewer.update`` per call
 with a running server and no browser, against the training iteration time it would add to,
+the CPU the idle server threads use,
 and train.py's speed on the synthetic Blender scene with ``--viewer`` (no browser) and
 without, alternated ``--repeats`` times (medians).
 """
@@ -86,8 +87,9 @@ def frames_per_second(g: GaussianModel, pipe, w: int, h: int, frames: int) -> tu
     return len(times) / sum(times), 1000 * float(np.median(times))
 
 
-def update_cost(g: GaussianModel, pipe, calls: int = 20000) -> float:
-    """Microseconds per TrainingViewer.update() call with the server running and no browser."""
+def idle_viewer_costs(g: GaussianModel, pipe, calls: int = 20000, idle_s: float = 5.0) -> tuple[float, float]:
+    """(microseconds per TrainingViewer.update() call, CPU milliseconds per second the idle server threads use),
+    with the server running and no browser. CPU time is the whole process's while the main thread sleeps."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -97,7 +99,10 @@ def update_cost(g: GaussianModel, pipe, calls: int = 20000) -> float:
         for it in range(calls):
             viewer.update(g, it, {"loss": 0.1, "psnr": 20.0})
             viewer.wait_while_paused()
-        return (time.perf_counter() - t0) / calls * 1e6
+        per_call = (time.perf_counter() - t0) / calls * 1e6
+        c0, t0 = time.process_time(), time.perf_counter()
+        time.sleep(idle_s)
+        return per_call, 1000 * (time.process_time() - c0) / (time.perf_counter() - t0)
     finally:
         viewer.close()
 
@@ -148,9 +153,10 @@ def main() -> None:
         fps, ms = frames_per_second(shown.most_visible(budget), pipe, fw, fh, a.frames)
         verdict = "meets" if fps >= TARGET_FPS else "below"
         print(f"{label:36s} {fw}x{fh}: {fps:6.1f} frames/s (median {ms:.1f} ms/frame; {verdict} the {TARGET_FPS:.0f} frames/s target)")
-    us = update_cost(g, pipe)
+    us, idle_ms = idle_viewer_costs(g, pipe)
     print(f"TrainingViewer.update with no browser: {us:.2f} us/call = {us / 10 / a.iteration_ms:.4f} % of a "
-          f"{a.iteration_ms} ms training iteration")
+          f"{a.iteration_ms} ms training iteration; the idle server uses {idle_ms:.2f} ms of CPU per second "
+          f"({idle_ms / 10:.3f} %)")
     if a.train_iterations:
         off, on = training_overhead(a.train_iterations, a.repeats)
         print(f"train.py, synthetic Blender 80x80, {a.train_iterations} iterations, median of {a.repeats}: "
