@@ -40,7 +40,7 @@ class ModelParams(Params):
     depth_mode: Literal["auto", "depth", "inverse"] = param("auto", "EndoNeRF depth PNG encoding: plain depth, inverse depth, or auto-detected")
     depth_scale: float = param(1.0, "EndoNeRF: multiply depth values by this (units of the scene)", gt=0)
     identity_poses: bool = param(False, "EndoNeRF: treat every pose as the identity (fixed endoscope)")
-    num_init_points: int = param(30000, "EndoNeRF: initial Gaussians back-projected from the depth maps", ge=1)
+    num_init_points: int = param(30000, "EndoNeRF: initial Gaussians back-projected from the depth maps (0 = every valid pixel)", ge=0)
     max_frames: int = param(0, "EndoNeRF: use only the first N frames (0 = all)", ge=0)
     deform: Literal["auto", "basis", "none"] = param("auto", "Gaussians that move over time: auto = basis for EndoNeRF scenes, none otherwise")
     deform_basis: int = param(17, "Gaussian bumps over time per deformation curve (Deform3DGS)", ge=1)

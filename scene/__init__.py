@@ -76,7 +76,7 @@ class Scene:
             write_json(self.folder.cameras_json, [camera_to_json(c) for c in self.info.train_cameras + self.info.test_cameras])
         bg = background_color(args.white_background)
         load = lambda infos, what: [  # noqa: E731
-            load_camera(c, args.resolution, bg, args, device)
+            load_camera(c, args.resolution, bg, device)
             for c in tqdm(infos, desc=f"Loading {what} cameras", leave=False, disable=quiet)
         ]
         self.train_cameras: list[Camera] = [] if load_test_only else load(self.info.train_cameras, "train")

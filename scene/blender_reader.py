@@ -38,8 +38,8 @@ import numpy as np
 from scene.dataset_readers import CameraInfo, PointCloud, SceneInfo, cameras_extent, split_every_nth
 from scene.reader_utils import check_image_size, path_inside, read_points_ply, unique_image_names
 from utils.errors import UserError
-from utils.image_utils import IMAGE_EXTENSIONS, image_size, shown_path
-from utils.io_utils import read_json
+from utils.image_utils import IMAGE_EXTENSIONS, image_size
+from utils.io_utils import read_json, shown_path
 
 # appended to a file_path without extension, in this order ("" = the path as is)
 IMAGE_SUFFIXES = ("",) + IMAGE_EXTENSIONS + tuple(ext.upper() for ext in IMAGE_EXTENSIONS)
@@ -211,7 +211,7 @@ def random_point_cloud(cams: list[CameraInfo], seed: int, n: int = RANDOM_INIT_P
 def read_blender_scene(path: str | os.PathLike, args) -> SceneInfo:
     """Read a NeRF-synthetic style folder; ``args`` supplies ``eval`` and ``seed``."""
     root = Path(path)
-    eval_mode = bool(getattr(args, "eval", False))
+    eval_mode = args.eval
     train = [(m, p, f"{root / 'transforms_train.json'} frame {i}")
              for i, (m, p) in enumerate(read_split(root / "transforms_train.json"))]
     test_json = root / "transforms_test.json"
@@ -232,6 +232,6 @@ def read_blender_scene(path: str | os.PathLike, args) -> SceneInfo:
     if ply.is_file():
         cloud, source = read_points_ply(ply), PLY_NAME
     else:
-        cloud, source = random_point_cloud(train_cams, int(getattr(args, "seed", 0) or 0)), "random"
+        cloud, source = random_point_cloud(train_cams, args.seed), "random"
     return SceneInfo(kind="blender", point_cloud=cloud, train_cameras=train_cams, test_cameras=test_cams,
                      extent=cameras_extent(train_cams)[1], extras={"point_source": source})

@@ -75,7 +75,7 @@ def _composite_rgba(img: np.ndarray, background: np.ndarray) -> np.ndarray:
     return rgb * a + background[None, None, :] * (1.0 - a)
 
 
-def load_camera(info: CameraInfo, resolution: int, background: np.ndarray, args=None, device="cpu") -> Camera:
+def load_camera(info: CameraInfo, resolution: int, background: np.ndarray, device="cpu") -> Camera:
     """Read ``info``'s image (and mask/depth) at the chosen resolution.
 
     Depth maps are read with ``info.depth_mode`` / ``info.depth_scale``, set once per scene by the

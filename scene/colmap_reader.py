@@ -19,7 +19,7 @@ from scene.colmap_loader import ColmapCamera, ColmapModel, image_world_to_cam, m
 from scene.dataset_readers import CameraInfo, PointCloud, SceneInfo, cameras_extent, split_every_nth
 from scene.reader_utils import check_image_size, list_images, path_inside, short_list, unique_image_names
 from utils.errors import UserError
-from utils.image_utils import shown_path
+from utils.io_utils import shown_path
 
 MODEL_SUBDIRS = ("sparse/0", "sparse")
 PINHOLE_MODELS = ("PINHOLE", "SIMPLE_PINHOLE")
@@ -110,7 +110,7 @@ def read_colmap_scene(path: str | os.PathLike, args) -> SceneInfo:
         raise UserError(f"{model_dir}: the COLMAP model registers no images; re-run convert.py")
     for cam_id in sorted({img.camera_id for img in model.images.values()}):
         pinhole_intrinsics(model.cameras[cam_id], model_dir)  # distorted models fail before any file checks
-    image_dir = scene / (getattr(args, "images", None) or "images")
+    image_dir = scene / args.images
     unregistered = _check_image_files(model, image_dir, model_dir)
     if unregistered:
         warnings.warn(
@@ -118,7 +118,7 @@ def read_colmap_scene(path: str | os.PathLike, args) -> SceneInfo:
             f"{short_list(unregistered)}",
             stacklevel=2,
         )
-    cams = build_cameras(model, image_dir, model_dir, bool(getattr(args, "eval", False)))
+    cams = build_cameras(model, image_dir, model_dir, args.eval)
     train = [c for c in cams if not c.is_test]
     test = [c for c in cams if c.is_test]
     if not train:

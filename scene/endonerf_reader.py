@@ -40,8 +40,8 @@ from scene.endonerf_depth import (  # noqa: F401  (re-exported: the public EndoN
 )
 from scene.reader_utils import same_aspect
 from utils.errors import UserError
-from utils.image_utils import IMAGE_EXTENSIONS, image_size, shown_path
-from utils.io_utils import load_npy
+from utils.image_utils import IMAGE_EXTENSIONS, image_size
+from utils.io_utils import load_npy, shown_path
 
 POSES_BOUNDS_COLUMNS = 17
 ROTATION_TOL = 1e-3  # max |R R^T - I| and |det R - 1| accepted for a pose's 3x3 block
@@ -286,23 +286,23 @@ def read_endonerf_scene(path: str | os.PathLike, args) -> SceneInfo:
     """
     root = Path(path)
     pb_path = root / "poses_bounds.npy"
-    poses = parse_poses_bounds(pb_path, bool(getattr(args, "identity_poses", False)))
-    files = find_frame_files(root, getattr(args, "images", "") or "images", len(poses.hwf))
-    max_frames = int(getattr(args, "max_frames", 0) or 0)
+    poses = parse_poses_bounds(pb_path, args.identity_poses)
+    files = find_frame_files(root, args.images, len(poses.hwf))
+    max_frames = args.max_frames
     n = min(len(files.numbers), max_frames) if max_frames > 0 else len(files.numbers)
 
-    asked = getattr(args, "depth_mode", "auto") or "auto"
+    asked = args.depth_mode
     depth_mode = resolve_depth_mode(asked, files.depths[0], poses.bounds)
     if asked == "auto":
         print(f"[endonerf] depth maps read as {'plain' if depth_mode == 'depth' else 'inverse'} depth "
               f"(auto: {depth_mode!r}; --depth_mode depth|inverse overrides)")
-    depth_scale = float(getattr(args, "depth_scale", 1.0))
+    depth_scale = args.depth_scale
 
     cams = _make_cameras(files, poses, n, pb_path, (depth_mode, depth_scale))
     train = [c for c in cams if not c.is_test]
     test = [c for c in cams if c.is_test]
     pcd = init_points_from_depth(
-        train, depth_mode, depth_scale, int(getattr(args, "num_init_points", 30000)), int(getattr(args, "seed", 0))
+        train, depth_mode, depth_scale, args.num_init_points, args.seed
     )
     gt = files.gt_masks
     extras = {

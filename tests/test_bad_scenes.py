@@ -14,11 +14,12 @@ import os
 import shutil
 import struct
 from pathlib import Path
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
+
+from arguments import ModelParams
 from scipy.spatial.transform import Rotation
 
 from scene.blender_reader import read_blender_scene
@@ -111,9 +112,8 @@ def scenes(blender_master, colmap_master, endonerf_master, tmp_path):
     return copy_of
 
 
-def _args(**kw) -> SimpleNamespace:
-    return SimpleNamespace(**{"images": "images", "eval": False, "seed": 0, "depth_mode": "auto", "depth_scale": 1.0,
-                              "identity_poses": False, "num_init_points": 500, "max_frames": 0, **kw})
+def _args(**kw) -> ModelParams:
+    return ModelParams.defaults().replace(**{"num_init_points": 500, **kw})
 
 
 # ----------------------------------------------------------------------------- edits

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import shutil
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
+
+from arguments import ModelParams
 from scipy.stats import spearmanr
 
 from scene.endonerf_reader import (
@@ -28,11 +29,8 @@ N_SYN, W_SYN, H_SYN = 24, 80, 64
 OFFICIAL_FOCAL = 569.4682
 
 
-def _args(**kw) -> SimpleNamespace:
-    base = dict(images="images", depth_mode="auto", depth_scale=1.0, identity_poses=False,
-                num_init_points=30000, max_frames=0, seed=0, eval=False)
-    base.update(kw)
-    return SimpleNamespace(**base)
+def _args(**kw) -> ModelParams:
+    return ModelParams.defaults().replace(**kw)
 
 
 def _all_cams(info):
