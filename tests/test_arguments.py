@@ -142,13 +142,15 @@ def _script_groups():
     import extract_dino_features
     import metrics
     import render
+    import view
 
-    return {"train.py": train.GROUPS, "render.py": render.GROUPS, "cluster.py": cluster.GROUPS,
+    return {"train.py": train.GROUPS, "render.py": render.GROUPS, "cluster.py": cluster.GROUPS, "view.py": view.GROUPS,
             "metrics.py": (metrics.MetricsParams,), "convert.py": (convert.ConvertParams,),
             "extract_dino_features.py": (extract_dino_features.ExtractParams,)}
 
 
-@pytest.mark.parametrize("script", ["train.py", "render.py", "cluster.py", "metrics.py", "convert.py", "extract_dino_features.py"])
+@pytest.mark.parametrize("script", ["train.py", "render.py", "cluster.py", "metrics.py", "convert.py", "extract_dino_features.py",
+                                    "view.py"])
 def test_help_shows_every_flag_with_a_help_line_and_its_choices(script, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "400")  # one line per flag
     groups = _script_groups()[script]
