@@ -56,7 +56,7 @@ def train_args(scene: Path, out: Path, backend: str, device: str, iterations: in
     """train.py flags of one run; ``score``: render the test views once, after the last iteration."""
     args = ["-s", str(scene), "-m", str(out), "--backend", backend, "--device", device, "--iterations", str(iterations),
             "--test_iterations", str(iterations if score else -1), "--save_iterations", str(iterations),
-            "--densify_from_iter", "50", "--densification_interval", "50", "--quiet", "--eval"]
+            "--densify_from_iter", "50", "--densification_interval", "50", "--quiet", "--eval", "--overwrite"]
     if feature_dim:
         args += ["--feature_dim", str(feature_dim)]
     return args + list(extra)
