@@ -87,11 +87,12 @@ def support(means2d: torch.Tensor, conics: torch.Tensor, opacities: torch.Tensor
     return Support(q2=q2, det=det, hx=hx, hy=hy, bounded=bounded, never=never)
 
 
-def _edge_min(u, v0, v1, a, b, c, det):
-    """min over v in [v0, v1] of a u^2 + 2 b u v + c v^2 (c > 0), as det/c u^2 + c (v - v*)^2."""
-    vs = -b * u / c
+def _edge_min(u, v0, v1, b, c, inv_c, det_c):
+    """min over v in [v0, v1] of a u^2 + 2 b u v + c v^2 (c > 0), as det/c u^2 + c (v - v*)^2
+    with inv_c = 1 / c and det_c = det / c (non-negative terms: no cancellation)."""
+    vs = -b * u * inv_c
     vc = torch.minimum(torch.maximum(vs, v0), v1)
-    return det / c * u * u + c * (vc - vs) * (vc - vs)
+    return det_c * u * u + c * (vc - vs) * (vc - vs)
 
 
 def ellipse_meets_rect(mx, my, a, b, c, det, q2, x0, x1, y0, y1) -> torch.Tensor:
@@ -103,9 +104,11 @@ def ellipse_meets_rect(mx, my, a, b, c, det, q2, x0, x1, y0, y1) -> torch.Tensor
     """
     u0, u1, v0, v1 = x0 - mx, x1 - mx, y0 - my, y1 - my
     inside = (u0 <= 0) & (u1 >= 0) & (v0 <= 0) & (v1 >= 0)
-    best = torch.minimum(_edge_min(u0, v0, v1, a, b, c, det), _edge_min(u1, v0, v1, a, b, c, det))
-    best = torch.minimum(best, _edge_min(v0, u0, u1, c, b, a, det))
-    best = torch.minimum(best, _edge_min(v1, u0, u1, c, b, a, det))
+    inv_a, inv_c = 1.0 / a, 1.0 / c
+    det_a, det_c = det * inv_a, det * inv_c
+    best = torch.minimum(_edge_min(u0, v0, v1, b, c, inv_c, det_c), _edge_min(u1, v0, v1, b, c, inv_c, det_c))
+    best = torch.minimum(best, _edge_min(v0, u0, u1, b, a, inv_a, det_a))
+    best = torch.minimum(best, _edge_min(v1, u0, u1, b, a, inv_a, det_a))
     return inside | (best <= q2)
 
 

@@ -110,11 +110,12 @@ CR_INLINE bool support_cols(const PackedGaussian<scalar_t>& g, double py, int64_
 }
 
 // min over v in [v0, v1] of a u^2 + 2 b u v + c v^2 (c > 0), as det/c u^2 + c (v - v*)^2
-// (a sum of non-negative terms: no cancellation). Same operations as common._edge_min.
-CR_INLINE double edge_min(double u, double v0, double v1, double a, double b, double c, double det) {
-    const double vs = -b * u / c;
+// (a sum of non-negative terms: no cancellation); inv_c = 1 / c, det_c = det / c. Same
+// operations as common._edge_min.
+CR_INLINE double edge_min(double u, double v0, double v1, double b, double c, double inv_c, double det_c) {
+    const double vs = -b * u * inv_c;
     const double vc = std::min(std::max(vs, v0), v1);
-    return det / c * u * u + c * (vc - vs) * (vc - vs);
+    return det_c * u * u + c * (vc - vs) * (vc - vs);
 }
 
 // Whether the support ellipse of a bounded g meets the rectangle [x0, x1] x [y0, y1]:
@@ -122,13 +123,14 @@ CR_INLINE double edge_min(double u, double v0, double v1, double a, double b, do
 // minima over the four edges. Same operations as common.ellipse_meets_rect.
 template <typename scalar_t>
 CR_INLINE bool ellipse_meets_rect(const PackedGaussian<scalar_t>& g, double x0, double x1, double y0, double y1) {
-    const double a = g.a, b = g.b, c = g.c, det = g.det;
     const double u0 = x0 - static_cast<double>(g.mx), u1 = x1 - static_cast<double>(g.mx);
     const double v0 = y0 - static_cast<double>(g.my), v1 = y1 - static_cast<double>(g.my);
     if (u0 <= 0.0 && u1 >= 0.0 && v0 <= 0.0 && v1 >= 0.0) return true;
-    double best = std::min(edge_min(u0, v0, v1, a, b, c, det), edge_min(u1, v0, v1, a, b, c, det));
-    best = std::min(best, edge_min(v0, u0, u1, c, b, a, det));
-    best = std::min(best, edge_min(v1, u0, u1, c, b, a, det));
+    const double a = g.a, b = g.b, c = g.c, inv_a = 1.0 / a, inv_c = 1.0 / c;
+    const double det_a = g.det * inv_a, det_c = g.det * inv_c;
+    double best = std::min(edge_min(u0, v0, v1, b, c, inv_c, det_c), edge_min(u1, v0, v1, b, c, inv_c, det_c));
+    best = std::min(best, edge_min(v0, u0, u1, b, a, inv_a, det_a));
+    best = std::min(best, edge_min(v1, u0, u1, b, a, inv_a, det_a));
     return best <= g.q2;
 }
 
