@@ -15,16 +15,22 @@ SCENES = [  # n, width, height, channels, seed (sizes not multiples of the 16-pi
 ]
 
 
-@pytest.mark.parametrize("n,width,height,channels,seed", SCENES)
-def test_torch_backend_matches_bruteforce(n, width, height, channels, seed):
-    scene = random_projected(n, width, height, channels, dtype=torch.float64, seed=seed)
-    img, alpha, grads = image_and_grads(torch_backend.rasterize, scene, width, height, seed=11)
-    img_r, alpha_r, grads_r = image_and_grads(rasterize_bruteforce, scene, width, height, seed=11)
-    assert img.shape == (channels, height, width) and alpha.shape == (1, height, width)
+def assert_matches_bruteforce(scene, width, height, seed):
+    """Torch backend == per-pixel brute force (float64): values and gradients. Returns (image, alpha)."""
+    img, alpha, grads = image_and_grads(torch_backend.rasterize, scene, width, height, seed=seed)
+    img_r, alpha_r, grads_r = image_and_grads(rasterize_bruteforce, scene, width, height, seed=seed)
     torch.testing.assert_close(img, img_r, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(alpha, alpha_r, rtol=1e-10, atol=1e-12)
     for got, ref in zip(grads, grads_r):
         torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-11)
+    return img, alpha
+
+
+@pytest.mark.parametrize("n,width,height,channels,seed", SCENES)
+def test_torch_backend_matches_bruteforce(n, width, height, channels, seed):
+    scene = random_projected(n, width, height, channels, dtype=torch.float64, seed=seed)
+    img, alpha = assert_matches_bruteforce(scene, width, height, seed=11)
+    assert img.shape == (channels, height, width) and alpha.shape == (1, height, width)
     assert alpha.max() > 0.5  # the scene is not accidentally empty
 
 
@@ -35,12 +41,7 @@ def test_torch_backend_early_termination_matches_bruteforce():
     means2d = means2d * 0.3 + torch.tensor([width * 0.35, height * 0.35], dtype=torch.float64)
     opacities = 0.9 + 0.09 * torch.rand(30, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     scene = (means2d, conics, opacities, colors, depths, radii)
-    img, alpha, grads = image_and_grads(torch_backend.rasterize, scene, width, height, seed=11)
-    img_r, alpha_r, grads_r = image_and_grads(rasterize_bruteforce, scene, width, height, seed=11)
-    torch.testing.assert_close(img, img_r, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(alpha, alpha_r, rtol=1e-10, atol=1e-12)
-    for got, ref in zip(grads, grads_r):
-        torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-11)
+    _, alpha = assert_matches_bruteforce(scene, width, height, seed=11)
     assert alpha.max() > 0.999  # termination was reached somewhere
 
 
@@ -108,12 +109,7 @@ def test_support_cutoff_changes_no_pixel(kind):
     else:  # the square held tiles the support never reaches: the ellipse bins fewer pairs
         gid, tile_id = common.tile_pairs(*scene[:3], scene[5], width, height)
         assert gid.numel() < int(box.sum())
-    img, alpha, grads = image_and_grads(torch_backend.rasterize, scene, width, height, seed=2)
-    img_r, alpha_r, grads_r = image_and_grads(rasterize_bruteforce, scene, width, height, seed=2)
-    torch.testing.assert_close(img, img_r, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(alpha, alpha_r, rtol=1e-10, atol=1e-12)
-    for got, ref in zip(grads, grads_r):
-        torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-11)
+    assert_matches_bruteforce(scene, width, height, seed=2)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
