@@ -100,6 +100,12 @@ def _extension():
         return None
 
 
+def omp_wait_policy() -> str:
+    """The OpenMP waiting policy of this process, as libgomp read it when torch loaded it."""
+    policy = os.environ.get("OMP_WAIT_POLICY", "").strip().lower()
+    return policy if policy in ("active", "passive") else "default (spin a while, then sleep)"
+
+
 def extension_available() -> bool:
     """True when the C++ extension is installed or could be JIT-built."""
     return _extension() is not None
