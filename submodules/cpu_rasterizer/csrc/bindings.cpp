@@ -207,8 +207,16 @@ std::vector<torch::Tensor> backward(const torch::Tensor& means2d, const torch::T
 }  // namespace
 }  // namespace cpu_rasterizer
 
+#ifndef CPU_RASTERIZER_SOURCES
+#define CPU_RASTERIZER_SOURCES xunknown
+#endif
+#define CPU_RASTERIZER_STR2(x) #x
+#define CPU_RASTERIZER_STR(x) CPU_RASTERIZER_STR2(x)
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.doc() = "Tile-based Gaussian splat compositing on the CPU (C++17 / OpenMP)";
+    // "x" + build_config.sources_fingerprint() of the sources this module was compiled from
+    m.attr("sources_fingerprint") = CPU_RASTERIZER_STR(CPU_RASTERIZER_SOURCES);
     m.def("has_avx2", &cpu_rasterizer::avx2_supported, "Whether the AVX2 kernels can run on this CPU");
     m.def("bin", &cpu_rasterizer::bin,
           "bin(means2d, conics, opacities, radii, depths, width, height, tile, alpha_min): per-tile "
