@@ -10,6 +10,7 @@ features; OUT/video/ours_N/ for time sequences.
 from __future__ import annotations
 
 import sys
+import time
 from argparse import ArgumentParser
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from scene import Scene, background_color
 from scene.gaussian_model import GaussianModel
 from utils.errors import UserError, run_cli
 from utils.image_utils import colorize_depth, save_image
-from utils.io_utils import write_json
+from utils.io_utils import RENDER_TIMING_FILE, write_json
 from utils.system_utils import pick_device
 
 
@@ -69,12 +70,18 @@ def render_set(out_dir: Path, cameras, gaussians, pipe, bg, feature_projector, q
     """Write renders, ground truth, depth (and masks / feature PCA) for ``cameras``.
 
     ``masks``: per camera [1,H,W] mask or None (from :func:`evaluation_masks`); ``mask_source``
-    describes them in ``mask_source.json`` for metrics.py.
+    describes them in ``mask_source.json`` for metrics.py. The time spent in render() alone is
+    written to RENDER_TIMING_FILE (frames per second, read by full_eval.py).
     """
     if any(m is not None for m in masks):
         write_json(out_dir / "mask_source.json", {"mask": mask_source})
+    render_s = 0.0
     for idx, cam in enumerate(tqdm(cameras, desc=f"Rendering {out_dir.parent.name}", disable=quiet)):
+        start = time.perf_counter()
         pkg = render(cam, gaussians, pipe, bg)
+        if pkg["render"].is_cuda:
+            torch.cuda.synchronize()
+        render_s += time.perf_counter() - start
         name = f"{idx:05d}.png"
         save_image(out_dir / "renders" / name, pkg["render"])
         save_image(out_dir / "gt" / name, cam.original_image)
@@ -83,6 +90,9 @@ def render_set(out_dir: Path, cameras, gaussians, pipe, bg, feature_projector, q
             save_image(out_dir / "masks" / name, masks[idx])
         if feature_projector is not None and pkg["feature_map"] is not None:
             save_image(out_dir / "features" / name, feature_projector(pkg["feature_map"]))
+    if cameras:
+        write_json(out_dir / RENDER_TIMING_FILE, {"views": len(cameras), "render_seconds": render_s,
+                                                  "fps": len(cameras) / max(render_s, 1e-9)})
 
 
 def render_sets(dataset, iteration: int, pipe, skip_train: bool, skip_test: bool, video: bool = False, quiet=False,

@@ -17,6 +17,8 @@ import numpy as np
 
 from utils.errors import UserError
 
+RENDER_TIMING_FILE = "render_timing.json"  # render.py: views rendered and seconds spent in render() (full_eval.py reads it)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[str]:
