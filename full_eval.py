@@ -100,12 +100,18 @@ def run_local(runs: list[Run], skip: tuple[str, ...], threads: int, quiet: bool)
     return [run_steps(run, skip, threads, quiet) for run in tqdm(runs, desc="Scenes", unit="scene", disable=quiet)]
 
 
-def run_ray(runs: list[Run], skip: tuple[str, ...], args: Namespace) -> list[dict]:
-    """One Ray task per run (1 GPU each when the cluster has GPUs, else ``--num_cpus`` CPUs); rows in suite order."""
+def import_ray():
+    """The ray module, or a one-line error saying how to install it (Ray is optional)."""
     try:
         import ray
     except ImportError:
         raise UserError(f"--launcher ray: Ray is not installed; {RAY_INSTALL_HINT}, or use --launcher local") from None
+    return ray
+
+
+def run_ray(runs: list[Run], skip: tuple[str, ...], args: Namespace) -> list[dict]:
+    """One Ray task per run (1 GPU each when the cluster has GPUs, else ``--num_cpus`` CPUs); rows in suite order."""
+    ray = import_ray()
     if args.address:
         ray.init(address=args.address, logging_level=logging.WARNING, log_to_driver=not args.quiet)
     else:
@@ -139,6 +145,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = build_parser().parse_args(argv)
     validate_args(args)
     suite = load_suite(args.suite, args.data_root)  # every suite error surfaces here, before anything runs
+    if args.launcher == "ray":
+        import_ray()
     out_dir = Path(args.output_path).resolve()
     runs = plan_runs(suite, out_dir, args.random_init)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -91,8 +91,8 @@ def _check_keys(path: Path, where: str, obj: object, schema: dict) -> None:
 
 def _check_scene(path: Path, i: int, scene: dict, data_root: Path, has_dino: bool) -> str:
     """Validate ``scenes[i]``; returns its label for messages."""
-    _check_keys(path, f"scenes[{i}]", scene, SCENE_KEYS)
-    label = f"scenes[{i}] ({scene.get('name', '?')})"
+    label = f"scenes[{i}] ({scene.get('name', '?')})" if isinstance(scene, dict) else f"scenes[{i}]"
+    _check_keys(path, label, scene, SCENE_KEYS)
     if not NAME_RE.match(scene.get("name", "")):
         raise UserError(f"{path}: {label}: 'name' is required: letters, digits, '_', '-', '.'")
     if ("source_path" in scene) == ("generate" in scene):
