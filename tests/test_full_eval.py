@@ -126,3 +126,27 @@ def test_ray_missing_is_one_clear_line(tmp_path):
                       env={"PYTHONPATH": str(fake.parent)})
     assert_one_line_error(proc, "--launcher ray", "pip install ray")
     assert not (tmp_path / "out").exists()
+
+
+def test_backbone_suite_plans_one_run_per_backbone_and_tabulates_them(tmp_path):
+    from utils.eval_report import markdown
+    from utils.eval_suite import load_suite, plan_runs
+
+    suite = load_suite(ROOT / "suites" / "backbones_synthetic.json")
+    runs = plan_runs(suite, tmp_path, random_init=True)
+    backbones = suite.data["backbones"]
+    assert [r.name for r in runs] == [f"{b}/tissue" for b in backbones]
+    plain = runs[0]
+    assert plain.backbone == "none" and plain.extract_args is None and "--dino_feature_dir" not in plain.train_args
+    for run in runs[1:]:
+        assert run.extract_args[run.extract_args.index("--model") + 1] == run.backbone
+        assert "--random_init" in run.extract_args and "--dino_random_init" in run.train_args
+        assert run.train_args[run.train_args.index("--dino_feature_dir") + 1] == run.feature_dir
+        assert "--lambda_perceptual" in run.train_args and "--lambda_feature" in run.train_args
+    rows = [{"run": r.name, "scene": r.scene, "backbone": r.backbone, "PSNR": 20.0 + i, "SSIM": 0.5, "train_s": 10.0,
+             "peak_mib": 100.0 * (i + 1), "extract_ips": None if i == 0 else 2.0} for i, r in enumerate(runs)]
+    md = markdown(suite, rows, random_init=True, launcher="local")
+    assert md.splitlines()[0].endswith("(offline: DINO backbones with random weights, --random_init)")
+    section = md.split("## Per backbone")[1]
+    for i, b in enumerate(backbones):
+        assert f"| {b} | {20.0 + i:.2f} | 0.5000 |" in section
