@@ -21,6 +21,7 @@ from pathlib import Path
 from utils.errors import UserError
 from utils.eval_suite import ROOT, Run
 from utils.io_utils import RENDER_TIMING_FILE, read_json, write_json
+from utils.system_utils import saved_iterations
 
 STEPS = ("extract", "train", "render", "metrics")
 STEP_DIR = "full_eval"  # MODEL/full_eval/{STEP.json, STEP.log}
@@ -29,7 +30,6 @@ FEATURE_META = "features_meta.json"  # written last by extract_dino_features.py 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 KIB_PER_MIB = 1024  # Linux reports ru_maxrss in KiB
 _OURS = re.compile(r"^ours_(\d+)$")
-_ITER = re.compile(r"^iteration_(\d+)$")
 
 
 class StepFailed(UserError):
@@ -82,14 +82,6 @@ def run_child(args: list[str], log: Path, env: dict[str, str], what: str) -> tup
     if code != 0:
         raise StepFailed(f"{what} failed (exit {code}): {_last_error(log)} (full log: {log})")
     return seconds, usage.ru_maxrss / KIB_PER_MIB
-
-
-def saved_iterations(model_path: str | Path) -> list[int]:
-    """Iterations with a saved point_cloud.ply, ascending."""
-    root = Path(model_path) / "point_cloud"
-    found = [int(m.group(1)) for d in (root.iterdir() if root.is_dir() else [])
-             if (m := _ITER.match(d.name)) and (d / "point_cloud.ply").is_file()]
-    return sorted(found)
 
 
 def latest_render_dir(model_path: str | Path) -> Path | None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from utils.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 _ITER = re.compile(r"^iteration_(\d+)$")
 
@@ -39,6 +41,8 @@ def resolve_iteration(model_path: str | os.PathLike, iteration: int) -> int:
 
 def pick_device(name: str) -> torch.device:
     """'auto' -> cuda when available else cpu; 'cuda' without CUDA is a UserError."""
+    import torch  # here, so that the folder helpers above load without torch (full_eval.py's driver)
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
