@@ -91,7 +91,8 @@ def markdown(suite: Suite, rows: list[dict], random_init: bool, launcher: str) -
     if data.get("description"):
         parts.append(data["description"])
     parts.append(f"Protocol: {data.get('protocol', 'as configured per scene')}. Launcher: {launcher}. "
-                 "Train time and extraction img/s are wall times of the scripts; render FPS counts render() only; "
+                 "Train time and extraction img/s are wall times of the scripts (start-up and loading included); "
+                 "render FPS counts render() only; "
                  "peak memory is the training process's maximum resident set size. Blank: not available "
                  "(e.g. LPIPS without its local AlexNet weights).")
     lines = _run_lines(rows)
