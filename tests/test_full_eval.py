@@ -150,3 +150,18 @@ def test_backbone_suite_plans_one_run_per_backbone_and_tabulates_them(tmp_path):
     section = md.split("## Per backbone")[1]
     for i, b in enumerate(backbones):
         assert f"| {b} | {20.0 + i:.2f} | 0.5000 |" in section
+
+
+def test_a_step_is_done_only_with_the_same_command_and_complete_outputs(tmp_path):
+    from utils.eval_steps import stamp_path, step_command, step_done
+    from utils.eval_suite import load_suite, plan_runs
+    from utils.io_utils import write_json
+
+    run = plan_runs(load_suite(SUITE), tmp_path)[1]  # the Blender scene: no extraction
+    stamp = stamp_path(run, "metrics")
+    write_json(stamp, {"command": ["python", *step_command(run, "metrics")], "seconds": 1.0})
+    assert not step_done(run, "metrics")  # stamp but no results.json
+    write_json(Path(run.model_path) / "results.json", {"ours_60": {"PSNR": 20.0}})
+    assert step_done(run, "metrics")
+    write_json(stamp, {"command": ["python", *step_command(run, "metrics"), "--split", "train"], "seconds": 1.0})
+    assert not step_done(run, "metrics")  # the suite changed the command: run it again

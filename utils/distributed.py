@@ -52,7 +52,11 @@ def init_from_env(device: torch.device) -> torch.device:
     if not dist.is_available():
         raise UserError("torchrun: this torch build has no torch.distributed; run without torchrun")
     if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if local >= torch.cuda.device_count():
+            raise UserError(f"torchrun: local rank {local} has no GPU ({torch.cuda.device_count()} visible); start at "
+                            "most one process per GPU (--nproc_per_node) or pass --device cpu")
+        device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return device

@@ -3,8 +3,8 @@
 Steps, in order: ``extract`` (extract_dino_features.py, when the run uses DINO features),
 ``train`` (train.py), ``render`` (render.py --skip_train), ``metrics`` (metrics.py). A step
 that finished writes ``MODEL/full_eval/STEP.json`` (its command, wall time and the child's
-peak resident memory); it is skipped next time if that stamp exists and its outputs are
-present. Running a step again removes the stamps of the steps after it. Each child's output
+peak resident memory); it is skipped next time if that stamp exists, names the same command
+and its outputs are present. Running a step again removes the stamps of the steps after it. Each child's output
 goes to ``MODEL/full_eval/STEP.log``.
 
 This module imports no torch: it runs on the driver and in Ray workers.
@@ -110,7 +110,10 @@ def stamp_path(run: Run, step: str) -> Path:
 
 
 def step_done(run: Run, step: str) -> bool:
-    return stamp_path(run, step).is_file() and outputs_present(run, step)
+    """Stamp present, written by the same command (a changed suite reruns the step), outputs complete."""
+    stamp = stamp_path(run, step)
+    return (stamp.is_file() and read_json(stamp).get("command") == ["python", *step_command(run, step)]
+            and outputs_present(run, step))
 
 
 def run_steps(run: Run, skip: tuple[str, ...] = (), threads: int = 0, quiet: bool = False) -> dict:
