@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from utils.errors import UserError, run_cli
 from utils.eval_report import write_reports
-from utils.eval_steps import run_child, child_env, run_steps
+from utils.eval_steps import child_env, run_child, run_steps
 from utils.eval_suite import Run, Suite, generate_command, load_suite, plan_runs, scene_source, uses_random_init
 from utils.io_utils import write_json
 
