@@ -12,40 +12,56 @@ the test views coloured by cluster (renders/all/) and of each cluster alone
 from __future__ import annotations
 
 import sys
-from argparse import ArgumentParser
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from arguments import ModelParams, PipelineParams, get_combined_args
+from arguments import ModelParams, PipelineParams, parse
+from arguments.config import Params, param
 from gaussian_renderer import render
 from scene import Scene, background_color
 from scene.gaussian_model import GaussianModel, subset_model
 from utils.clustering import cluster_space, palette, run_clustering
 from utils.errors import UserError, run_cli
 from utils.image_utils import save_image
-from utils.io_utils import save_npy, write_json
+from scene.model_folder import ModelFolder
+from utils.io_utils import clear_folder, save_npy, write_json
 from utils.sh_utils import rgb_to_sh
-from utils.system_utils import pick_device, resolve_iteration
+from utils.system_utils import pick_device
 
 
-def build_parser():
-    parser = ArgumentParser(description="Cluster Gaussians by their features")
-    lp, pp = ModelParams(parser, sentinel=True), PipelineParams(parser)
-    parser.add_argument("--method", default="kmeans", choices=["kmeans", "meanshift"])
-    parser.add_argument("--k", type=int, default=4)
-    parser.add_argument("--bandwidth", default="auto")
-    parser.add_argument("--iteration", type=int, default=-1)
-    parser.add_argument("--min_opacity", type=float, default=0.05)
-    parser.add_argument("--xyz_weight", type=float, default=0.0)
-    parser.add_argument("--min_cluster_fraction", type=float, default=0.01,
-                        help="mean shift: modes with fewer points than this fraction are merged into the nearest larger mode")
-    parser.add_argument("--max_views", type=int, default=8, help="test views rendered per cluster image set")
-    parser.add_argument("--no_render", action="store_true")
-    parser.add_argument("--quiet", action="store_true")
-    return parser, lp, pp
+@dataclass(frozen=True)
+class ClusterParams(Params):
+    """How cluster.py groups the Gaussians."""
+
+    GROUP = "Clustering"
+    method: Literal["kmeans", "meanshift"] = param("kmeans", "clustering algorithm")
+    k: int = param(4, "k-means: number of clusters", ge=1)
+    bandwidth: str = param("auto", "mean shift: kernel bandwidth in feature units, or auto (estimated)")
+    iteration: int = param(-1, "saved iteration to cluster (-1 = the latest)", ge=1, allowed=(-1,))
+    min_opacity: float = param(0.05, "cluster only Gaussians at least this opaque", ge=0, le=1)
+    xyz_weight: float = param(0.0, "weight of the (normalised) position beside the feature", ge=0)
+    min_cluster_fraction: float = param(0.01, "mean shift: modes with fewer points than this fraction are merged into "
+                                        "the nearest larger mode", ge=0, le=1)
+    max_views: int = param(8, "test views rendered per cluster image set", ge=0)
+    no_render: bool = param(False, "write labels and PLYs only, no images")
+    quiet: bool = param(False, "no progress bars or messages")
+
+    def check(self) -> None:
+        if self.bandwidth != "auto":
+            try:
+                value = float(self.bandwidth)
+            except ValueError:
+                value = float("nan")
+            if not (value > 0 and value < float("inf")):
+                raise UserError(f"--bandwidth {self.bandwidth}: expected auto or a positive number")
+
+
+GROUPS = (ModelParams, PipelineParams, ClusterParams)
 
 
 def colored_copy(model: GaussianModel, colors: np.ndarray) -> GaussianModel:
@@ -70,11 +86,12 @@ def render_clusters(out: Path, scene: Scene, model: GaussianModel, labels: np.nd
             save_image(out / "renders" / f"cluster_{c:02d}" / f"{i:05d}.png", render(cam, part, pipe, bg)["render"])
 
 
-def cluster_model(args, pipe) -> Path:
-    device = pick_device(args.device)
-    iteration = resolve_iteration(args.model_path, args.iteration)
+def cluster_model(dataset: ModelParams, pipe: PipelineParams, args: ClusterParams) -> Path:
+    device = pick_device(dataset.device)
+    folder = ModelFolder(dataset.model_path)
+    iteration = folder.resolve_iteration(args.iteration)
     model = GaussianModel(device=device)
-    ply = Path(args.model_path) / "point_cloud" / f"iteration_{iteration}" / "point_cloud.ply"
+    ply = folder.ply(iteration)
     model.load_ply(ply)
     if model.get_semantic is None:
         raise UserError(f"{ply}: the model has no per-Gaussian features; train with --feature_dim 16 --lambda_feature 1 and a --dino_feature_dir")
@@ -84,12 +101,12 @@ def cluster_model(args, pipe) -> Path:
     feats = model.get_semantic.detach().cpu().numpy()[keep]
     xyz = model.get_xyz.detach().cpu().numpy()[keep]
     x = cluster_space(feats, xyz, args.xyz_weight)
-    res = run_clustering(x, args.method, args.k, args.bandwidth, seed=args.seed or 0, min_fraction=args.min_cluster_fraction)
+    res = run_clustering(x, args.method, args.k, args.bandwidth, seed=dataset.seed, min_fraction=args.min_cluster_fraction)
     labels = np.full(model.num_points, -1, np.int64)
     labels[keep] = res.labels
     n_clusters = int(res.labels.max()) + 1
     colors = palette(n_clusters)
-    out = Path(args.model_path) / "clusters"
+    out = clear_folder(folder.clusters_dir)  # no file of an earlier clustering may stay beside the new ones
     save_npy(out / "labels.npy", labels)
     sizes = np.bincount(res.labels, minlength=n_clusters)
     summary = {"iteration": iteration, "num_gaussians": model.num_points, "clustered": int(keep.sum()),
@@ -104,8 +121,9 @@ def cluster_model(args, pipe) -> Path:
         if "note" in res.info:
             print(res.info["note"])
     if not args.no_render:
-        scene = Scene(args, GaussianModel(device=device), load_iteration=iteration, device=device, load_test_only=True)
-        bg = torch.tensor(background_color(args.white_background), device=device)
+        scene = Scene(dataset, GaussianModel(device=device), load_iteration=iteration, device=device, load_test_only=True,
+                      quiet=args.quiet)
+        bg = torch.tensor(background_color(dataset.white_background), device=device)
         render_clusters(out, scene, model, labels, colors, pipe, bg, args.max_views, args.quiet)
     if not args.quiet:
         print(f"Clusters written to {out}")
@@ -113,9 +131,9 @@ def cluster_model(args, pipe) -> Path:
 
 
 def main(argv=None) -> Path:
-    parser, lp, pp = build_parser()
-    args = get_combined_args(parser, argv if argv is not None else sys.argv[1:])
-    return cluster_model(args, pp.extract(args))
+    dataset, pipe, args = parse(GROUPS, sys.argv[1:] if argv is None else argv, "Cluster Gaussians by their features",
+                                from_model=True)
+    return cluster_model(dataset, pipe, args)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import shutil
 import time
-from argparse import ArgumentParser
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+from arguments import parse
+from arguments.config import Params, param
 from scene.colmap_loader import MODEL_IDS
 from scene.reader_utils import IMAGE_EXTENSIONS, short_list
 from utils.colmap_utils import (Backend, feature_counts, find_backend, largest_model, replace_dir, resize_images,
@@ -62,19 +65,26 @@ class Layout:
         return self.work / "convert.log"
 
 
-def build_parser() -> ArgumentParser:
-    p = ArgumentParser(description="Run COLMAP on SCENE/input/ and write an undistorted scene for train.py")
-    p.add_argument("--source_path", "-s", required=True, help="scene folder holding input/")
-    p.add_argument("--camera", default="OPENCV", choices=sorted(MODEL_IDS), help="camera model for calibration")
-    p.add_argument("--colmap_executable", default="", help="path of the colmap program (default: PATH, then pycolmap)")
-    p.add_argument("--no_gpu", action="store_true", help="run SIFT extraction and matching on the CPU")
-    p.add_argument("--skip_matching", action="store_true",
-                   help="reuse SCENE/distorted/sparse from an earlier run; only undistort")
-    p.add_argument("--resize", action="store_true", help="also write images_2, images_4, images_8")
-    p.add_argument("--matcher", default="exhaustive", choices=("exhaustive", "sequential"),
-                   help="exhaustive (unordered photos) or sequential (video frames)")
-    p.add_argument("--single_camera", action="store_true", help="all photos share one camera (same lens and size)")
-    return p
+CAMERA_MODELS = tuple(sorted(MODEL_IDS))
+
+
+@dataclass(frozen=True)
+class ConvertParams(Params):
+    """How convert.py runs COLMAP."""
+
+    GROUP = "COLMAP conversion"
+    source_path: str = param("", "scene folder holding the photos in input/", short="s")
+    camera: Literal[CAMERA_MODELS] = param("OPENCV", "camera model for calibration")
+    colmap_executable: str = param("", "path of the colmap program (default: colmap on PATH, then pycolmap)")
+    no_gpu: bool = param(False, "run SIFT extraction and matching on the CPU")
+    skip_matching: bool = param(False, "reuse SCENE/distorted/sparse from an earlier run; only undistort")
+    resize: bool = param(False, "also write images_2, images_4, images_8")
+    matcher: Literal["exhaustive", "sequential"] = param("exhaustive", "exhaustive (unordered photos) or sequential (video frames)")
+    single_camera: bool = param(False, "all photos share one camera (same lens and size)")
+
+    def check(self) -> None:
+        if not self.source_path:
+            raise UserError("-s/--source_path is required: the scene folder holding input/")
 
 
 def _unreadable(path: Path) -> str | None:
@@ -228,7 +238,8 @@ def write_pyramid(scene: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    (args,) = parse((ConvertParams,), sys.argv[1:] if argv is None else argv,
+                    "Run COLMAP on SCENE/input/ and write an undistorted scene for train.py")
     layout = Layout(Path(args.source_path).absolute())  # steps run from the repository root
     backend = find_backend(args.colmap_executable or None)
     if args.skip_matching:

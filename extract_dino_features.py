@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import re
 import sys
-from argparse import ArgumentParser, Namespace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from arguments import parse
+from arguments.config import Params, param
 from utils import distributed as ddp
 from utils.dino_utils import HR_SHIFT_PX, META_CHECKED_FIELDS, DinoExtractor, resolve_device
 from utils.errors import UserError, run_cli
@@ -39,27 +41,41 @@ PREVIEW_DIR = "preview"
 BYTES_WARN = 200 * 2 ** 20  # warn when one upsampled feature file exceeds this size
 
 
-def build_parser() -> ArgumentParser:
-    p = ArgumentParser(description="Extract DINO/DINOv2 dense features for a folder of images")
-    p.add_argument("--image_dir", required=True)
-    p.add_argument("--output_dir", required=True)
-    p.add_argument("--model", default="dinov2_vits14", help="short name (dinov2_vits14, dino_vits16, ...) or timm name")
-    p.add_argument("--layers", type=int, nargs="+", default=None, help="block indices (default: last block)")
-    p.add_argument("--resolution", type=int, default=None, help="long side of the ViT input in pixels")
-    p.add_argument("--norm", action="store_true", help="apply the final LayerNorm to the chosen layers")
-    p.add_argument("--batch_size", type=int, default=4)
-    p.add_argument("--fp16", action="store_true", help="store float16 (computation stays float32)")
-    p.add_argument("--pca_dim", type=int, default=None, help="project features onto D principal components")
-    p.add_argument("--upsample", choices=UPSAMPLE_MODES, default="none")
-    p.add_argument("--hr_shifts", type=int, choices=(4, 8), default=8, help="shift directions for --upsample hr")
-    p.add_argument("--hr_flip", action="store_true", help="also average horizontally flipped copies (hr)")
-    p.add_argument("--weights", default=None, help="local .pth/.safetensors state dict")
-    p.add_argument("--random_init", action="store_true", help="random weights (tests/demos only)")
-    p.add_argument("--preview", action="store_true", help="write PCA-to-RGB PNGs into OUTPUT_DIR/preview")
-    p.add_argument("--overwrite", action="store_true", help="recompute everything, ignoring existing files")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--mask_dir", default=None, help="masks (255 = excluded) kept out of PCA / preview fitting")
-    return p
+@dataclass(frozen=True)
+class ExtractParams(Params):
+    """What extract_dino_features.py computes and where it writes it."""
+
+    GROUP = "DINO feature extraction"
+    image_dir: str = param("", "folder of images (searched recursively)")
+    output_dir: str = param("", "folder for <image>.npy feature maps and features_meta.json")
+    model: str = param("dinov2_vits14", "short name (dino_vits16, dino_vits8, dinov2_vits14/vitb14/vitl14/vitg14, ..._reg) or a timm name")
+    layers: list[int] | None = param(None, "ViT block indices whose patch tokens are concatenated (default: the last block)", ge=0)
+    resolution: int | None = param(None, "long side of the ViT input in pixels (default: the model's own)", ge=1)
+    norm: bool = param(False, "apply the final LayerNorm to the chosen layers")
+    batch_size: int = param(4, "images per ViT forward pass", ge=1)
+    fp16: bool = param(False, "store float16 feature files (computation stays float32)")
+    pca_dim: int | None = param(None, "project features onto D principal components fitted on the folder", ge=1)
+    upsample: Literal[UPSAMPLE_MODES] = param("none", "feature map size: the patch grid, bilinear to the image size, "
+                                              "or hr (shifted-copy averaging)")
+    hr_shifts: Literal[4, 8] = param(8, "--upsample hr: shift directions")
+    hr_flip: bool = param(False, "--upsample hr: also average horizontally flipped copies")
+    weights: str | None = param(None, "local .pth/.safetensors state dict (default: the local timm/Hugging Face cache)")
+    random_init: bool = param(False, "random weights (tests and offline demos only)")
+    preview: bool = param(False, "write PCA-to-RGB PNGs into OUTPUT_DIR/preview")
+    overwrite: bool = param(False, "recompute everything, ignoring existing files")
+    device: Literal["auto", "cpu", "cuda"] = param("auto", "compute device")
+    mask_dir: str | None = param(None, "masks (255 = excluded) kept out of the PCA / preview fitting")
+
+    def check(self) -> None:
+        for flag in ("image_dir", "output_dir"):
+            if not getattr(self, flag):
+                raise UserError(f"--{flag} is required")
+        if not Path(self.image_dir).is_dir():
+            raise UserError(f"--image_dir {self.image_dir}: folder not found")
+        if self.mask_dir and not Path(self.mask_dir).is_dir():
+            raise UserError(f"--mask_dir {self.mask_dir}: mask folder not found")
+        if Path(self.output_dir).resolve() == Path(self.image_dir).resolve():
+            raise UserError(f"--output_dir {self.output_dir}: must differ from --image_dir")
 
 
 def natural_key(name: str) -> list:
@@ -119,7 +135,7 @@ def iter_batches(paths: list[Path], batch_size: int) -> Iterator[tuple[list[Path
         yield group, torch.stack(tensors)
 
 
-def run_settings(extractor: DinoExtractor, args: Namespace) -> dict:
+def run_settings(extractor: DinoExtractor, args: ExtractParams) -> dict:
     """Flat description of this run (extractor meta + storage options)."""
     settings = extractor.meta()
     settings.update(
@@ -144,7 +160,7 @@ def check_resume(old: dict, settings: dict, meta_path: Path) -> None:
                             f"{field}={settings.get(field)}; pass --overwrite to re-extract or use the same settings")
 
 
-def valid_cells(args: Namespace, path: Path, image: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor | None:
+def valid_cells(args: ExtractParams, path: Path, image: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor | None:
     """[h,w] bool cells free of masked pixels, or None without --mask_dir."""
     if not args.mask_dir:
         return None
@@ -152,7 +168,7 @@ def valid_cells(args: Namespace, path: Path, image: torch.Tensor, grid: tuple[in
     return mask_to_feature_res(mask, grid)[0] > 0
 
 
-def fit_feature_pca(extractor: DinoExtractor, files: list[Path], args: Namespace) -> dict:
+def fit_feature_pca(extractor: DinoExtractor, files: list[Path], args: ExtractParams) -> dict:
     """PCA basis of the patch features of up to PCA_FIT_MAX_IMAGES images (seeded subsample)."""
     gen = torch.Generator().manual_seed(PCA_SEED)
     chosen = evenly_spaced(files, PCA_FIT_MAX_IMAGES)
@@ -182,7 +198,7 @@ def image_entry(extractor: DinoExtractor, path: Path, size: tuple[int, int], sto
 
 
 def extract_all(extractor: DinoExtractor, pending: list[Path], out_dir: Path, settings: dict,
-                basis: dict | None, args: Namespace) -> dict:
+                basis: dict | None, args: ExtractParams) -> dict:
     """Compute and save features of ``pending`` images; returns their meta records."""
     tensors = basis_tensors(basis, extractor.device) if basis else None
     dtype = np.float16 if args.fp16 else np.float32
@@ -223,21 +239,9 @@ def write_previews(files: list[Path], out_dir: Path, old_preview: dict | None, p
     return preview
 
 
-def validate_args(args: Namespace) -> None:
-    """One-line errors for inconsistent options."""
-    if args.batch_size < 1:
-        raise UserError(f"--batch_size {args.batch_size}: must be at least 1")
-    if args.pca_dim is not None and args.pca_dim < 1:
-        raise UserError(f"--pca_dim {args.pca_dim}: must be at least 1")
-    if args.mask_dir and not Path(args.mask_dir).is_dir():
-        raise UserError(f"{args.mask_dir}: mask folder not found; fix --mask_dir")
-    if Path(args.output_dir).resolve() == Path(args.image_dir).resolve():
-        raise UserError(f"{args.output_dir}: --output_dir must differ from --image_dir")
-
-
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    validate_args(args)
+    (args,) = parse((ExtractParams,), sys.argv[1:] if argv is None else argv,
+                    "Extract DINO/DINOv2 dense features for a folder of images")
     files = list_images(args.image_dir)
     out_dir = Path(args.output_dir)
     meta_path = out_dir / META_NAME
@@ -252,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
         check_resume(old, settings, meta_path)
     elif not args.overwrite and any(out_dir.glob("*.npy")):
         print(f"note: {out_dir} has .npy files but no {META_NAME}; recomputing them", file=sys.stderr)
-        args.overwrite = True
+        args = args.replace(overwrite=True)
     basis = (old or {}).get("pca") if args.pca_dim else None
     if args.pca_dim and basis is None:
         basis = fit_feature_pca(extractor, files, args)

@@ -11,20 +11,23 @@ protocol); results.json says which mask was used.
 from __future__ import annotations
 
 import sys
-from argparse import ArgumentParser
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from arguments import parse
+from arguments.config import Params, param
 from utils.errors import UserError, run_cli
 from utils.image_utils import psnr, read_image
-from utils.io_utils import read_json, write_json
+from scene.model_folder import MASK_SOURCE_FILE, ModelFolder
+from utils.io_utils import read_json_object, write_json
 from utils.loss_utils import ssim
 from utils.lpips_local import load_lpips
 
-MASK_DESCRIPTION_FILE = "mask_source.json"  # written by render.py: which mask the masks/ folder holds
 MASK_PROTOCOL = "render and ground truth multiplied by the mask, then scored over the whole image (EndoNeRF protocol)"
 
 
@@ -35,7 +38,7 @@ def _tensor(path: Path) -> torch.Tensor:
     return torch.from_numpy(img[..., :3].astype(np.float32) / 255.0).permute(2, 0, 1)
 
 
-def score_method(method_dir: Path, lpips_model) -> tuple[dict, dict]:
+def score_method(method_dir: Path, lpips_model, quiet: bool = False) -> tuple[dict, dict]:
     """Mean and per-view metrics of one ``ours_N`` folder."""
     renders_dir, gt_dir, masks_dir = method_dir / "renders", method_dir / "gt", method_dir / "masks"
     names = sorted(p.name for p in renders_dir.glob("*.png")) if renders_dir.is_dir() else []
@@ -44,11 +47,16 @@ def score_method(method_dir: Path, lpips_model) -> tuple[dict, dict]:
     per_view: dict[str, dict[str, float]] = {"SSIM": {}, "PSNR": {}}
     if lpips_model is not None:
         per_view["LPIPS"] = {}
-    for name in tqdm(names, desc=f"Metrics {method_dir.parent.name}/{method_dir.name}", leave=False):
+    masked = masks_dir.is_dir()
+    for name in tqdm(names, desc=f"Metrics {method_dir.parent.name}/{method_dir.name}", leave=False, disable=quiet):
+        if not (gt_dir / name).is_file():
+            raise UserError(f"{gt_dir / name}: ground truth of {renders_dir / name} is missing; rerun render.py")
+        if masked and not (masks_dir / name).is_file():
+            raise UserError(f"{masks_dir / name}: mask of {renders_dir / name} is missing (the other views are masked); rerun render.py")
         img, gt = _tensor(renders_dir / name), _tensor(gt_dir / name)
         if img.shape != gt.shape:
             raise UserError(f"{renders_dir / name}: size {tuple(img.shape)} differs from ground truth {tuple(gt.shape)}")
-        if (masks_dir / name).is_file():
+        if masked:
             m = _tensor(masks_dir / name)[:1]
             img, gt = img * m, gt * m
         per_view["PSNR"][name] = float(psnr(img, gt))
@@ -58,8 +66,8 @@ def score_method(method_dir: Path, lpips_model) -> tuple[dict, dict]:
                 per_view["LPIPS"][name] = float(lpips_model(img[None] * 2 - 1, gt[None] * 2 - 1))
     means = {k: float(np.mean(list(v.values()))) for k, v in per_view.items()}
     if masks_dir.is_dir():
-        src = method_dir / MASK_DESCRIPTION_FILE
-        means["mask"] = read_json(src).get("mask", "masks") if src.is_file() else "masks"
+        src = method_dir / MASK_SOURCE_FILE
+        means["mask"] = read_json_object(src, {"mask": str})["mask"] if src.is_file() else "masks"
         means["mask_protocol"] = MASK_PROTOCOL
     else:
         means["mask"] = "none"
@@ -79,23 +87,32 @@ def evaluate(model_paths: list[str], split: str = "test", quiet: bool = False) -
             raise UserError(f"{split_dir}: no renders found; run render.py -m {mp} first")
         results, per_view = {}, {}
         for method in methods:
-            results[method.name], per_view[method.name] = score_method(method, lpips_model)
+            results[method.name], per_view[method.name] = score_method(method, lpips_model, quiet)
             if not quiet:
                 r = results[method.name]
                 extra = f"  LPIPS {r['LPIPS']:.4f}" if "LPIPS" in r else ""
                 print(f"{mp} {method.name}: PSNR {r['PSNR']:.3f}  SSIM {r['SSIM']:.4f}{extra}  (mask: {r['mask']})")
-        write_json(Path(mp) / "results.json", results)
-        write_json(Path(mp) / "per_view.json", per_view)
+        folder = ModelFolder(mp)
+        write_json(folder.results_json, results)
+        write_json(folder.per_view_json, per_view)
         all_results[mp] = results
     return all_results
 
 
+@dataclass(frozen=True)
+class MetricsParams(Params):
+    """What metrics.py scores."""
+
+    GROUP = "Metrics"
+    model_paths: list[str] = param([], "model folders whose renders to score (render.py output)", short="m")
+    split: Literal["test", "train"] = param("test", "which rendered views to score")
+    quiet: bool = param(False, "no progress bars or messages")
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = ArgumentParser(description="Compute PSNR/SSIM/LPIPS of rendered views")
-    parser.add_argument("--model_paths", "-m", required=True, nargs="+", type=str)
-    parser.add_argument("--split", default="test", choices=["test", "train"])
-    parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
+    (args,) = parse((MetricsParams,), sys.argv[1:] if argv is None else argv, "Compute PSNR/SSIM/LPIPS of rendered views")
+    if not args.model_paths:
+        raise UserError("-m/--model_paths is required: the model folder(s) rendered by render.py")
     return evaluate(args.model_paths, args.split, args.quiet)
 
 

@@ -11,33 +11,40 @@ from __future__ import annotations
 
 import sys
 import time
-from argparse import ArgumentParser
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from tqdm import tqdm
 
-from arguments import ModelParams, PipelineParams, get_combined_args
+from arguments import ModelParams, PipelineParams, parse
+from arguments.config import Params, param
 from gaussian_renderer import render
 from scene import Scene, background_color
 from scene.gaussian_model import GaussianModel
+from scene.model_folder import MASK_SOURCE_FILE, RENDER_TIMING_FILE
 from utils.errors import UserError, run_cli
 from utils.image_utils import colorize_depth, save_image
-from utils.io_utils import RENDER_TIMING_FILE, write_json
+from utils.io_utils import clear_folder, write_json
 from utils.system_utils import pick_device
 
 
-def build_parser() -> tuple[ArgumentParser, ModelParams, PipelineParams]:
-    parser = ArgumentParser(description="Render a trained Gaussian Splatting model")
-    lp, pp = ModelParams(parser, sentinel=True), PipelineParams(parser)
-    parser.add_argument("--iteration", default=-1, type=int)
-    parser.add_argument("--skip_train", action="store_true")
-    parser.add_argument("--skip_test", action="store_true")
-    parser.add_argument("--video", action="store_true", help="also render the whole time sequence as an mp4")
-    parser.add_argument("--eval_mask", default="tool", choices=["tool", "gt"],
-                        help="EndoNeRF: score pixels outside the tool masks (masks/, default) or the gt_masks/ evaluation masks")
-    parser.add_argument("--quiet", action="store_true")
-    return parser, lp, pp
+@dataclass(frozen=True)
+class RenderParams(Params):
+    """What render.py renders."""
+
+    GROUP = "Rendering"
+    iteration: int = param(-1, "saved iteration to render (-1 = the latest)", ge=1, allowed=(-1,))
+    skip_train: bool = param(False, "do not render the training views")
+    skip_test: bool = param(False, "do not render the test views")
+    video: bool = param(False, "also render the whole time sequence as an mp4")
+    eval_mask: Literal["tool", "gt"] = param("tool", "EndoNeRF: score pixels outside the tool masks (masks/) or the "
+                                             "gt_masks/ evaluation masks")
+    quiet: bool = param(False, "no progress bars or messages")
+
+
+GROUPS = (ModelParams, PipelineParams, RenderParams)
 
 
 MASK_SOURCES = {
@@ -73,8 +80,9 @@ def render_set(out_dir: Path, cameras, gaussians, pipe, bg, feature_projector, q
     describes them in ``mask_source.json`` for metrics.py. The time spent in render() alone is
     written to RENDER_TIMING_FILE (frames per second, read by full_eval.py).
     """
+    clear_folder(out_dir)  # never mix these renders with an earlier run's
     if any(m is not None for m in masks):
-        write_json(out_dir / "mask_source.json", {"mask": mask_source})
+        write_json(out_dir / MASK_SOURCE_FILE, {"mask": mask_source})
     render_s = 0.0
     for idx, cam in enumerate(tqdm(cameras, desc=f"Rendering {out_dir.parent.name}", disable=quiet)):
         start = time.perf_counter()
@@ -95,40 +103,39 @@ def render_set(out_dir: Path, cameras, gaussians, pipe, bg, feature_projector, q
                                                   "fps": len(cameras) / max(render_s, 1e-9)})
 
 
-def render_sets(dataset, iteration: int, pipe, skip_train: bool, skip_test: bool, video: bool = False, quiet=False,
-                eval_mask: str = "tool") -> Path:
+def render_sets(dataset: ModelParams, pipe: PipelineParams, opts: RenderParams) -> Path:
+    iteration, skip_train, skip_test, video, quiet, eval_mask = (
+        opts.iteration, opts.skip_train, opts.skip_test, opts.video, opts.quiet, opts.eval_mask)
     device = pick_device(dataset.device)
     gaussians = GaussianModel(dataset.sh_degree, device=device)
-    scene = Scene(dataset, gaussians, load_iteration=iteration, device=device, load_test_only=skip_train)
+    scene = Scene(dataset, gaussians, load_iteration=iteration, device=device, load_test_only=skip_train, quiet=quiet)
     bg = torch.tensor(background_color(dataset.white_background), device=device)
     projector = None
     if gaussians.get_semantic is not None:
         from utils.feature_pca import feature_colorizer
 
         projector = feature_colorizer(gaussians.get_semantic)
-    root = Path(dataset.model_path)
-    it = scene.loaded_iter
+    root, it = scene.folder, scene.loaded_iter
     for split, cams, skip in (("train", scene.getTrainCameras(), skip_train), ("test", scene.getTestCameras(), skip_test)):
         if not skip:
             masks = evaluation_masks(scene, cams, eval_mask)
-            render_set(root / split / f"ours_{it}", cams, gaussians, pipe, bg, projector, quiet, masks, MASK_SOURCES[eval_mask])
+            render_set(root.renders_dir(split, it), cams, gaussians, pipe, bg, projector, quiet, masks, MASK_SOURCES[eval_mask])
     if video:
         from utils.video import render_sequence_video
 
         cams = sorted(scene.getTrainCameras() + scene.getTestCameras(), key=lambda c: (c.time, c.image_name))
-        path = render_sequence_video(root / "video" / f"ours_{it}", cams, gaussians, pipe, bg, projector, quiet)
+        path = render_sequence_video(root.video_dir(it), cams, gaussians, pipe, bg, projector, quiet)
         if not quiet:
             print(f"Video: {path}")
-    return root
+    return root.root
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser, lp, pp = build_parser()
-    args = get_combined_args(parser, argv if argv is not None else sys.argv[1:])
-    if not args.quiet:
-        print(f"Rendering {args.model_path}")
-    return render_sets(lp.extract(args), args.iteration, pp.extract(args), args.skip_train, args.skip_test, args.video,
-                       args.quiet, args.eval_mask)
+    dataset, pipe, opts = parse(GROUPS, sys.argv[1:] if argv is None else argv, "Render a trained Gaussian Splatting model",
+                                from_model=True)
+    if not opts.quiet:
+        print(f"Rendering {dataset.model_path}")
+    return render_sets(dataset, pipe, opts)
 
 
 if __name__ == "__main__":

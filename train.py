@@ -2,65 +2,90 @@
 """Train a Gaussian Splatting model (classic 3DGS schedule; optional depth, DINO and deformation terms).
 
     python train.py -s SCENE -m OUT [--eval] [-r 2] [--iterations 30000] [--config FILE.py]
+
+Flags: the parameter groups in arguments/ (loading, optimisation, pipeline) plus ``TrainParams``
+below; ``-h`` lists them all with their ranges and defaults.
 """
 from __future__ import annotations
 
 import contextlib
 import sys
-from argparse import ArgumentParser
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from arguments import ModelParams, OptimizationParams, PipelineParams, add_config_flag, parse_with_config
+from arguments import ModelParams, OptimizationParams, PipelineParams, check_model_and_optimization, parse, write_cfg_args
+from arguments.config import Params, param
 from gaussian_renderer import render
 from scene import Scene, background_color
+from scene.dataset_readers import read_scene
 from scene.gaussian_model import GaussianModel
+from scene.model_folder import ModelFolder
+from utils.divergence import check_loss, check_parameters
 from utils.errors import UserError, run_cli
 from utils.general_utils import seed_everything
 from utils.image_utils import psnr
+from utils.io_utils import ensure_writable_dir
 from utils.system_utils import pick_device
 from utils.train_losses import TrainingLosses
-from utils.train_utils import CameraSampler, evaluate, load_checkpoint, save_checkpoint, write_cfg_args
+from utils.train_utils import CameraSampler, check_checkpoint_matches, evaluate, load_checkpoint, save_checkpoint
 
 LOG_EVERY = 10  # progress-bar refresh interval (iterations)
+DESCRIPTION = "Train a Gaussian Splatting model"
 
 
-def build_parser() -> tuple[ArgumentParser, ModelParams, OptimizationParams, PipelineParams]:
-    parser = ArgumentParser(description="Train a Gaussian Splatting model")
-    lp, op, pp = ModelParams(parser), OptimizationParams(parser), PipelineParams(parser)
-    parser.add_argument("--test_iterations", nargs="+", type=int, default=[7_000, 30_000])
-    parser.add_argument("--save_iterations", nargs="+", type=int, default=[7_000, 30_000])
-    parser.add_argument("--checkpoint_iterations", nargs="+", type=int, default=[])
-    parser.add_argument("--start_checkpoint", type=str, default=None)
-    parser.add_argument("--quiet", action="store_true")
-    add_config_flag(parser)
-    return parser, lp, op, pp
+@dataclass(frozen=True)
+class TrainParams(Params):
+    """What this run saves, tests and resumes from."""
+
+    GROUP = "Training run"
+    test_iterations: list[int] = param([7_000, 30_000], "evaluate the test views at these iterations (-1: never)", ge=1, allowed=(-1,))
+    save_iterations: list[int] = param([7_000, 30_000], "save point_cloud/iteration_N at these iterations (and always the last)", ge=1, allowed=(-1,))
+    checkpoint_iterations: list[int] = param([], "write chkpntN.pth at these iterations", ge=1)
+    start_checkpoint: str = param("", "resume from this chkpntN.pth (bit-identical to an uninterrupted run)")
+    overwrite: bool = param(False, "replace the outputs of an earlier run found in -m (otherwise that is refused)")
+    quiet: bool = param(False, "no progress bars or messages")
 
 
-def deform_basis_for(dataset, kind: str) -> int:
+GROUPS = (ModelParams, OptimizationParams, PipelineParams, TrainParams)
+
+
+def deform_basis_for(model: ModelParams, kind: str) -> int:
     """Number of deformation bumps: --deform auto turns deformation on for EndoNeRF scenes only."""
-    mode = dataset.deform
-    if mode not in ("auto", "basis", "none"):
-        raise UserError(f"--deform {mode}: choose auto, basis or none")
-    on = mode == "basis" or (mode == "auto" and kind == "endonerf")
-    return dataset.deform_basis if on else 0
+    on = model.deform == "basis" or (model.deform == "auto" and kind == "endonerf")
+    return model.deform_basis if on else 0
 
 
-def make_model_and_scene(dataset, device) -> tuple[GaussianModel, Scene]:
-    from scene.dataset_readers import detect_format
+def prepare_model_folder(model: ModelParams, run: TrainParams) -> None:
+    """Refuse to mix two runs in one folder: another run's outputs need --overwrite or --start_checkpoint."""
+    folder = ModelFolder(model.model_path)
+    ensure_writable_dir(folder.root, "-m/--model_path")
+    earlier = folder.run_outputs()
+    if not earlier or run.start_checkpoint:
+        return
+    if not run.overwrite:
+        its = folder.saved_iterations()
+        what = f"iterations {', '.join(map(str, its))}" if its else ", ".join(p.name for p in earlier[:4])
+        raise UserError(f"{folder.root}: holds an earlier run ({what}); pass --overwrite to replace it, "
+                        "--start_checkpoint to resume it, or choose another -m")
+    folder.remove_run_outputs()
 
-    kind = detect_format(dataset.source_path)
-    gaussians = GaussianModel(dataset.sh_degree, dataset.feature_dim, deform_basis_for(dataset, kind), device)
-    return gaussians, Scene(dataset, gaussians, device=device)
 
-
-def training(dataset, opt, pipe, test_iterations, save_iterations, checkpoint_iterations, checkpoint, quiet=False) -> dict:
+def training(dataset: ModelParams, opt: OptimizationParams, pipe: PipelineParams, run: TrainParams) -> dict:
     """Run training; returns the last test metrics (for tests and scripts)."""
     device = pick_device(dataset.device)
+    data_device = device if dataset.data_device == "auto" else pick_device(dataset.data_device)
     seed_everything(dataset.seed)
-    gaussians, scene = make_model_and_scene(dataset, device)
+    checkpoint = load_checkpoint(run.start_checkpoint) if run.start_checkpoint else None
+    info = read_scene(dataset.source_path, dataset)
+    gaussians = GaussianModel(dataset.sh_degree, dataset.feature_dim, deform_basis_for(dataset, info.kind), device)
+    if checkpoint is not None:
+        shape = {"sh_degree": gaussians.max_sh_degree, "feature_dim": gaussians.feature_dim, "deform_basis": gaussians.deform_basis}
+        check_checkpoint_matches(run.start_checkpoint, checkpoint, opt.iterations, shape)
+    write_cfg_args(dataset.model_path, dataset)  # only once the run is known to be consistent
+    scene = Scene(dataset, gaussians, device=data_device, info=info, quiet=run.quiet)
     train_cams = scene.getTrainCameras()
     if not train_cams:
         raise UserError(f"{dataset.source_path}: no training images")
@@ -68,50 +93,51 @@ def training(dataset, opt, pipe, test_iterations, save_iterations, checkpoint_it
     losses = TrainingLosses(dataset, opt, scene, device)
     sampler = CameraSampler(len(train_cams), dataset.seed)
     first_iter = 1
-    if checkpoint:
-        state = load_checkpoint(checkpoint)
-        gaussians.restore(state["model"], opt)
-        sampler.load_state(state["sampler"])
-        torch.set_rng_state(state["torch_rng"])
-        losses.load_state(state["extra"])
-        first_iter = int(state["iteration"]) + 1
+    if checkpoint is not None:
+        gaussians.restore(checkpoint["model"], opt)
+        sampler.load_state(checkpoint["sampler"])
+        torch.set_rng_state(checkpoint["torch_rng"])
+        losses.load_state(checkpoint["extra"])
+        first_iter = int(checkpoint["iteration"]) + 1
 
+    folder = ModelFolder(dataset.model_path)
+    save_iterations = set(run.save_iterations) | {opt.iterations}
     bg = torch.tensor(background_color(dataset.white_background), device=device)
-    render_fn = lambda cam: render(cam, gaussians, pipe, bg)  # noqa: E731
-    progress = tqdm(range(first_iter, opt.iterations + 1), desc="Training", disable=quiet, initial=first_iter - 1, total=opt.iterations)
+    render_fn = lambda cam: render(cam.to(device), gaussians, pipe, bg)  # noqa: E731
+    progress = tqdm(range(first_iter, opt.iterations + 1), desc="Training", disable=run.quiet, initial=first_iter - 1, total=opt.iterations)
     ema_loss = ema_psnr = None
     last_metrics: dict = {}
     for iteration in progress:
         gaussians.update_learning_rate(iteration)
         if iteration % opt.sh_increase_interval == 0:
             gaussians.oneup_sh_degree()
-        cam = train_cams[sampler.next()]
+        cam = train_cams[sampler.next()].to(device)
         background = torch.rand(3, device=device) if opt.random_background else bg
         # --debug: autograd names the forward op behind a NaN gradient; render() checks its tensors
         with torch.autograd.detect_anomaly(check_nan=True) if pipe.debug else contextlib.nullcontext():
             pkg = render(cam, gaussians, pipe, background)
             loss, terms = losses(iteration, cam, pkg, gaussians)
-            if pipe.debug and not torch.isfinite(loss):
-                raise FloatingPointError(f"iteration {iteration}: loss is {float(loss)} ({ {k: float(v) for k, v in terms.items()} }) on camera '{cam.image_name}'")
+            loss_value = check_loss(iteration, loss, terms, cam.image_name, opt)
             loss.backward()
 
         with torch.no_grad():
             cur_psnr = float(psnr(pkg["render"].clamp(0, 1), cam.original_image, cam.mask))
-            ema_loss = float(loss) if ema_loss is None else 0.4 * float(loss) + 0.6 * ema_loss
+            ema_loss = loss_value if ema_loss is None else 0.4 * loss_value + 0.6 * ema_loss
             ema_psnr = cur_psnr if ema_psnr is None else 0.4 * cur_psnr + 0.6 * ema_psnr
             if iteration % LOG_EVERY == 0 or iteration == opt.iterations:
                 progress.set_postfix(loss=f"{ema_loss:.4f}", psnr=f"{ema_psnr:.2f}", n=gaussians.num_points)
-            if iteration in test_iterations:
+            if iteration in run.test_iterations:
                 last_metrics = {"iteration": iteration, "test": evaluate(scene.getTestCameras(), render_fn),
                                 "train": evaluate(train_cams[:: max(1, len(train_cams) // 5)][:5], render_fn),
                                 "num_gaussians": gaussians.num_points}
-                if not quiet:
+                if not run.quiet:
                     tqdm.write(f"[ITER {iteration}] test {last_metrics['test']}  train {last_metrics['train']}  "
                                f"Gaussians {gaussians.num_points}")
             if iteration in save_iterations:
+                check_parameters(iteration, gaussians, opt)
                 scene.save(iteration)
-                losses.save(Path(dataset.model_path), iteration)
-                if not quiet:
+                losses.save(folder.root, iteration)
+                if not run.quiet:
                     tqdm.write(f"[ITER {iteration}] saved {scene.ply_path(iteration)}")
 
             if iteration < opt.densify_until_iter:
@@ -127,28 +153,35 @@ def training(dataset, opt, pipe, test_iterations, save_iterations, checkpoint_it
             gaussians.optimizer.step()
             gaussians.optimizer.zero_grad(set_to_none=True)
             losses.step()
-            if iteration in checkpoint_iterations:
-                save_checkpoint(Path(dataset.model_path) / f"chkpnt{iteration}.pth", gaussians, iteration, sampler, losses.state())
+            if iteration in run.checkpoint_iterations:
+                check_parameters(iteration, gaussians, opt)
+                save_checkpoint(folder.checkpoint(iteration), gaussians, iteration, sampler, losses.state())
     progress.close()
     return last_metrics
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser, lp, op, pp = build_parser()
-    args = parse_with_config(parser, argv)
-    args.save_iterations = sorted(set(args.save_iterations + [args.iterations]))
-    if not args.source_path:
+def parse_args(argv: list[str]) -> tuple[ModelParams, OptimizationParams, PipelineParams, TrainParams]:
+    """Flags, ``--config`` and defaults merged and validated; ``-m`` defaults to output/<scene name>."""
+    model, opt, pipe, run = parse(GROUPS, argv, DESCRIPTION, config_file=True)
+    if not model.source_path:
         raise UserError("-s/--source_path is required (a COLMAP, Blender or EndoNeRF scene folder)")
-    if not args.model_path:
-        args.model_path = str(Path("output") / Path(args.source_path).name)
-    Path(args.model_path).mkdir(parents=True, exist_ok=True)
-    dataset = lp.extract(args)
-    write_cfg_args(args.model_path, dataset)
-    if not args.quiet:
-        print(f"Output folder: {args.model_path}")
-    metrics = training(dataset, op.extract(args), pp.extract(args), args.test_iterations, args.save_iterations,
-                       args.checkpoint_iterations, args.start_checkpoint, args.quiet)
-    if not args.quiet:
+    check_model_and_optimization(model, opt)
+    changes = {"source_path": str(Path(model.source_path).absolute())}
+    if not model.model_path:
+        changes["model_path"] = str(Path("output") / Path(model.source_path).name)
+    return model.replace(**changes), opt, pipe, run
+
+
+def main(argv: list[str] | None = None) -> dict:
+    model, opt, pipe, run = parse_args(sys.argv[1:] if argv is None else argv)
+    prepare_model_folder(model, run)
+    if not run.quiet:
+        print(f"Output folder: {model.model_path}")
+    try:
+        metrics = training(model, opt, pipe, run)
+    except FloatingPointError as exc:  # raised by --debug's checks, after autograd's detail
+        raise UserError(f"--debug: {exc}") from None
+    if not run.quiet:
         print("Training complete.")
     return metrics
 

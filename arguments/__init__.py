@@ -1,245 +1,140 @@
-"""Parameter groups that become command-line flags (graphdeco names and defaults).
+"""Parameter groups (graphdeco's names and defaults) as typed, validated configs.
 
-Each group is a plain class whose attributes are the defaults. ``ParamGroup``
-turns them into argparse flags (``foo_bar`` -> ``--foo_bar``; a leading ``_``
-also adds a one-letter short flag, e.g. ``_source_path`` -> ``-s``) and
-``extract`` pulls the parsed values back into a namespace.
-
-Configs: ``--config FILE.py`` names a Python file holding dicts
-``ModelParams = {...}``, ``OptimizationParams = {...}``, ``PipelineParams = {...}``;
-it is parsed with ``ast.literal_eval`` (never executed) and overrides defaults,
-while flags given explicitly on the command line still win. ``_base_ = "file.py"``
-inherits another config (its values first, this file's on top).
+``ModelParams`` (scene loading and model shape), ``OptimizationParams`` (schedule and losses)
+and ``PipelineParams`` (how rendering runs) are frozen dataclasses; each script adds its own
+group (``TrainParams`` in train.py, ``RenderParams`` in render.py, ...). :func:`parse` turns
+them into flags, merges the layers (defaults < a model's ``cfg_args`` < ``--config`` file <
+typed flags) and validates every value once, before any data or model is loaded. See
+:mod:`arguments.config` for the machinery and :mod:`arguments.files` for the file formats.
 """
 from __future__ import annotations
 
-import ast
-import os
-import sys
-from argparse import ArgumentParser, Namespace
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, Sequence
 
+from arguments.config import Params, Value, explicit_values, make_parser, param, split_groups
+from arguments.files import cfg_args_values, load_config, read_cfg_args, write_cfg_args  # noqa: F401
 from utils.errors import UserError
 
-
-class ParamGroup:
-    """A named group of flags built from the subclass's attributes."""
-
-    group_name = "params"
-
-    def __init__(self, parser: ArgumentParser, fill_none: bool = False):
-        group = parser.add_argument_group(self.group_name)
-        self._names = []
-        for key, value in vars(self).copy().items():
-            if key == "_names":
-                continue
-            short = key.startswith("_")
-            name = key[1:] if short else key
-            self._names.append(name)
-            flags = [f"--{name}"] + ([f"-{name[0]}"] if short else [])
-            default = None if fill_none else value
-            if isinstance(value, bool):
-                group.add_argument(*flags, default=default, action="store_true")
-            elif isinstance(value, list):
-                elem = type(value[0]) if value else int
-                group.add_argument(*flags, default=default, nargs="*", type=elem)
-            elif value is None:
-                group.add_argument(*flags, default=default, type=str)
-            else:
-                group.add_argument(*flags, default=default, type=type(value))
-
-    def extract(self, args: Namespace) -> Namespace:
-        """The subset of ``args`` that belongs to this group."""
-        return Namespace(**{n: getattr(args, n) for n in self._names if hasattr(args, n)})
+Device = Literal["auto", "cpu", "cuda"]
+RESOLUTION_AUTO = -1  # -r -1: full size, capped at 1600 px wide (graphdeco)
 
 
-class ModelParams(ParamGroup):
-    """Scene loading and model shape."""
+@dataclass(frozen=True)
+class ModelParams(Params):
+    """Scene loading and model shape (saved to ``cfg_args`` and re-read by render.py and cluster.py)."""
 
-    group_name = "Loading Parameters"
-
-    def __init__(self, parser, sentinel=False):
-        self.sh_degree = 3
-        self._source_path = ""
-        self._model_path = ""
-        self._images = "images"
-        self._resolution = -1
-        self._white_background = False
-        self.data_device = "cpu"
-        self.eval = False
-        self.device = "auto"  # auto | cpu | cuda
-        self.seed = 0
-        # EndoNeRF
-        self.depth_mode = "auto"  # auto | depth | inverse
-        self.depth_scale = 1.0
-        self.identity_poses = False
-        self.num_init_points = 30000
-        self.max_frames = 0  # 0 = all frames (use fewer for quick runs)
-        # deformation over time
-        self.deform = "auto"  # auto (basis for EndoNeRF, none otherwise) | basis | none
-        self.deform_basis = 17
-        # per-Gaussian features
-        self.feature_dim = 0
-        self.feature_decoder = "auto"  # auto | pca | decoder
-        super().__init__(parser, sentinel)
-
-    def extract(self, args):
-        g = super().extract(args)
-        if g.source_path:
-            g.source_path = os.path.abspath(g.source_path)
-        return g
+    GROUP = "Loading Parameters"
+    sh_degree: int = param(3, "maximum spherical-harmonics degree of the colour", ge=0, le=3)
+    source_path: str = param("", "scene folder: COLMAP (sparse/), Blender (transforms_train.json) or EndoNeRF (poses_bounds.npy)", short="s")
+    model_path: str = param("", "model folder to write (train.py; default output/<scene name>) or read (render.py, ...)", short="m")
+    images: str = param("images", "name of the scene's image folder (e.g. images_4 for COLMAP's downscaled copies)", short="i")
+    resolution: int = param(RESOLUTION_AUTO, "training resolution: 1, 2, 4, 8 divide the image size; another value is a "
+                            "target width in pixels; -1 caps the width at 1600 px", short="r", ge=1, allowed=(RESOLUTION_AUTO,))
+    white_background: bool = param(False, "composite on a white background (Blender scenes with alpha)", short="w")
+    data_device: Device = param("auto", "where training images are kept: auto = the compute device (--device); cpu saves GPU memory")
+    eval: bool = param(False, "hold out every 8th image (name order) as a test view (COLMAP/Blender; EndoNeRF always uses its protocol)")
+    device: Device = param("auto", "compute device: auto = cuda when available, else cpu")
+    seed: int = param(0, "random seed (initial points, camera order, DINO decoder)", ge=0)
+    depth_mode: Literal["auto", "depth", "inverse"] = param("auto", "EndoNeRF depth PNG encoding: plain depth, inverse depth, or auto-detected")
+    depth_scale: float = param(1.0, "EndoNeRF: multiply depth values by this (units of the scene)", gt=0)
+    identity_poses: bool = param(False, "EndoNeRF: treat every pose as the identity (fixed endoscope)")
+    num_init_points: int = param(30000, "EndoNeRF: initial Gaussians back-projected from the depth maps (0 = every valid pixel)", ge=0)
+    max_frames: int = param(0, "EndoNeRF: use only the first N frames (0 = all)", ge=0)
+    deform: Literal["auto", "basis", "none"] = param("auto", "Gaussians that move over time: auto = basis for EndoNeRF scenes, none otherwise")
+    deform_basis: int = param(17, "Gaussian bumps over time per deformation curve (Deform3DGS)", ge=1)
+    feature_dim: int = param(0, "channels of the per-Gaussian DINO feature (semantic_* in the PLY); 0 = none", ge=0)
+    feature_decoder: Literal["auto", "pca", "decoder"] = param("auto", "how rendered DINO features meet the teacher: its PCA channels, "
+                                                                "a learned 1x1 decoder, or auto")
 
 
-class PipelineParams(ParamGroup):
+@dataclass(frozen=True)
+class PipelineParams(Params):
     """How rendering runs."""
 
-    group_name = "Pipeline Parameters"
-
-    def __init__(self, parser):
-        self.backend = "auto"  # auto | torch | cpu | gsplat
-        self.debug = False  # stop at the first NaN/inf in render() or the loss; autograd anomaly mode (slow)
-        super().__init__(parser)
+    GROUP = "Pipeline Parameters"
+    backend: Literal["auto", "torch", "cpu", "gsplat"] = param("auto", "compositing backend: auto = gsplat on CUDA, else the "
+                                                               "C++ cpu rasterizer, else torch")
+    debug: bool = param(False, "stop at the first NaN/inf in render() or the loss, naming the tensor; autograd anomaly mode (slow)")
 
 
-class OptimizationParams(ParamGroup):
+@dataclass(frozen=True)
+class OptimizationParams(Params):
     """Training schedule and loss weights (3DGS defaults)."""
 
-    group_name = "Optimization Parameters"
+    GROUP = "Optimization Parameters"
+    iterations: int = param(30_000, "training iterations", ge=1)
+    position_lr_init: float = param(0.00016, "initial learning rate of the positions (x scene extent)", gt=0)
+    position_lr_final: float = param(0.0000016, "final learning rate of the positions (x scene extent)", gt=0)
+    position_lr_delay_mult: float = param(0.01, "position learning-rate warm-up factor", ge=0, le=1)
+    position_lr_max_steps: int = param(30_000, "iterations of the position learning-rate decay", ge=1)
+    feature_lr: float = param(0.0025, "learning rate of the SH colour coefficients (graphdeco's name; the rest use /20)", gt=0)
+    opacity_lr: float = param(0.05, "learning rate of the opacities", gt=0)
+    scaling_lr: float = param(0.005, "learning rate of the log-scales", gt=0)
+    rotation_lr: float = param(0.001, "learning rate of the rotations", gt=0)
+    semantic_lr: float = param(0.001, "learning rate of the per-Gaussian DINO features", gt=0)
+    deform_lr: float = param(0.0016, "learning rate of the deformation weights", gt=0)
+    percent_dense: float = param(0.01, "Gaussians larger than this fraction of the scene extent are split, smaller cloned", gt=0, le=1)
+    lambda_dssim: float = param(0.2, "weight of (1 - SSIM) in the colour loss", ge=0, le=1)
+    densification_interval: int = param(100, "densify every N iterations", ge=1)
+    opacity_reset_interval: int = param(3000, "reset opacities every N iterations", ge=1)
+    densify_from_iter: int = param(500, "first iteration of densification", ge=0)
+    densify_until_iter: int = param(15_000, "last iteration of densification", ge=0)
+    densify_grad_threshold: float = param(0.0002, "screen-space gradient above which a Gaussian is densified", gt=0)
+    min_opacity: float = param(0.005, "prune Gaussians below this opacity", ge=0, le=1)
+    max_screen_size: int = param(20, "prune Gaussians larger than this many pixels (after the first opacity reset)", ge=0)
+    sh_increase_interval: int = param(1000, "raise the active SH degree every N iterations", ge=1)
+    random_background: bool = param(False, "a random background colour each iteration")
+    lambda_depth: float = param(0.0, "weight of the masked L1 depth loss (EndoNeRF)", ge=0)
+    dino_feature_dir: str = param("", "folder of DINO feature maps made by extract_dino_features.py")
+    lambda_perceptual: float = param(0.0, "weight of the DINO perceptual loss (needs --dino_feature_dir)", ge=0)
+    perceptual_loss: Literal["cosine", "l1", "l2", "smooth_l1"] = param("cosine", "distance of the DINO perceptual loss")
+    perceptual_every: int = param(1, "apply the perceptual loss every N iterations", ge=1)
+    dino_weights: str = param("", "local ViT weights for the perceptual loss (default: those named in features_meta.json, from the cache)")
+    dino_random_init: bool = param(False, "random ViT weights for the perceptual loss (tests and offline demos only)")
+    lambda_feature: float = param(0.0, "weight of the per-Gaussian feature distillation loss (needs --feature_dim, --dino_feature_dir)", ge=0)
+    feature_loss: Literal["l1", "cosine"] = param("l1", "distance of the feature distillation loss")
+    decoder_lr: float = param(0.001, "learning rate of the 1x1 feature decoder", gt=0)
 
-    def __init__(self, parser):
-        self.iterations = 30_000
-        self.position_lr_init = 0.00016
-        self.position_lr_final = 0.0000016
-        self.position_lr_delay_mult = 0.01
-        self.position_lr_max_steps = 30_000
-        self.feature_lr = 0.0025
-        self.opacity_lr = 0.05
-        self.scaling_lr = 0.005
-        self.rotation_lr = 0.001
-        self.semantic_lr = 0.001
-        self.deform_lr = 0.0016
-        self.percent_dense = 0.01
-        self.lambda_dssim = 0.2
-        self.densification_interval = 100
-        self.opacity_reset_interval = 3000
-        self.densify_from_iter = 500
-        self.densify_until_iter = 15_000
-        self.densify_grad_threshold = 0.0002
-        self.min_opacity = 0.005
-        self.max_screen_size = 20
-        self.sh_increase_interval = 1000
-        self.random_background = False
-        # EndoNeRF losses
-        self.lambda_depth = 0.0
-        # DINO perceptual loss
-        self.dino_feature_dir = ""
-        self.lambda_perceptual = 0.0
-        self.perceptual_loss = "cosine"  # cosine | l1 | l2 | smooth_l1
-        self.perceptual_every = 1
-        self.dino_weights = ""
-        self.dino_random_init = False
-        # feature distillation
-        self.lambda_feature = 0.0
-        self.feature_loss = "l1"  # l1 | cosine
-        self.decoder_lr = 0.001
-        super().__init__(parser)
+    def check(self) -> None:
+        needs_dino = [f"--{k}" for k in ("lambda_perceptual", "lambda_feature") if getattr(self, k) > 0]
+        if needs_dino and not self.dino_feature_dir:
+            raise UserError(f"{' and '.join(needs_dino)} need --dino_feature_dir (a folder made by extract_dino_features.py)")
+        if self.dino_feature_dir and not Path(self.dino_feature_dir).is_dir():
+            raise UserError(f"--dino_feature_dir {self.dino_feature_dir}: folder not found; run extract_dino_features.py first")
+        if self.position_lr_final > self.position_lr_init:
+            raise UserError(f"--position_lr_final {self.position_lr_final:g} is above --position_lr_init "
+                            f"{self.position_lr_init:g}; the learning rate decays from init to final")
 
 
-def add_config_flag(parser: ArgumentParser) -> None:
-    parser.add_argument("--config", type=str, default=None, help="Python file of parameter dicts overriding defaults")
+def check_model_and_optimization(model: ModelParams, opt: OptimizationParams) -> None:
+    """Rules that span the model and optimisation groups."""
+    if opt.lambda_feature > 0 and model.feature_dim == 0:
+        raise UserError("--lambda_feature needs per-Gaussian features: add --feature_dim D (e.g. 16)")
 
 
-def load_config(path: str, _seen: tuple[Path, ...] = ()) -> dict:
-    """Parse a config file of top-level ``Name = {literal dict}`` assignments without executing it.
+def parse(groups: Sequence[type[Params]], argv: Sequence[str], description: str, *,
+          config_file: bool = False, from_model: bool = False) -> list[Params]:
+    """Parse ``argv`` into one validated instance per group (in order).
 
-    ``_base_ = "other.py"`` (a path relative to the file, as in 4DGS / EndoGaussian configs)
-    loads that file first; this file's values override the base's.
+    ``config_file``: accept ``--config FILE.py`` (values below typed flags). ``from_model``: ``-m``
+    is required and the model's ``cfg_args`` fill ``ModelParams`` below the typed flags.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: config file not found")
-    if p.resolve() in _seen:
-        raise UserError(f"{p}: config _base_ chain loops back to itself")
-    try:
-        tree = ast.parse(p.read_text(), filename=str(p))
-    except SyntaxError as exc:
-        raise UserError(f"{p}: not valid Python syntax (line {exc.lineno})") from None
-    out: dict = {}
-    for node in tree.body:
-        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
-            continue  # docstring
-        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
-            raise UserError(f"{p}:{node.lineno}: only 'Name = {{...}}' assignments of literal dicts are allowed")
-        name = node.targets[0].id
-        try:
-            value = ast.literal_eval(node.value)
-        except ValueError:
-            raise UserError(f"{p}:{node.lineno}: value must be a literal (numbers, strings, lists, dicts)") from None
-        if name == "_base_":
-            if not isinstance(value, str):
-                raise UserError(f"{p}:{node.lineno}: _base_ must be a path string, e.g. _base_ = \"default.py\"")
-            out = {**load_config(str(p.parent / value), _seen + (p.resolve(),)), **out}
-        elif isinstance(value, dict):
-            out.update(value)
-        else:
-            raise UserError(f"{p}:{node.lineno}: {name} must be a dict")
-    return out
-
-
-def _explicit_dests(parser: ArgumentParser, argv: list[str]) -> set[str]:
-    """Destinations of the options actually typed on the command line."""
-    dests = set()
-    for action in parser._actions:
-        for opt in action.option_strings:
-            if any(a == opt or a.startswith(opt + "=") for a in argv):
-                dests.add(action.dest)
-    return dests
-
-
-def parse_with_config(parser: ArgumentParser, argv: list[str] | None = None) -> Namespace:
-    """Parse flags; apply ``--config`` values for every option not typed explicitly."""
-    argv = sys.argv[1:] if argv is None else argv
-    args = parser.parse_args(argv)
-    if getattr(args, "config", None):
-        cfg = load_config(args.config)
-        known = {a.dest for a in parser._actions}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise UserError(f"{args.config}: unknown parameter(s) {', '.join(unknown)}")
-        explicit = _explicit_dests(parser, argv)
-        for k, v in cfg.items():
-            if k not in explicit:
-                setattr(args, k, v)
-    return args
-
-
-def read_cfg_args(model_path: str) -> Namespace:
-    """Parse ``MODEL/cfg_args`` (a ``Namespace(...)`` repr) as data, never executing it."""
-    path = Path(model_path) / "cfg_args"
-    if not path.is_file():
-        raise UserError(f"{path}: not found; -m must point to a trained model folder (made by train.py)")
-    text = path.read_text().strip()
-    try:
-        node = ast.parse(text, mode="eval").body
-        if not (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Namespace" and not node.args):
-            raise ValueError
-        values = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords}
-    except (SyntaxError, ValueError):
-        raise UserError(f"{path}: malformed cfg_args (expected Namespace(key=value, ...))") from None
-    return Namespace(**values)
-
-
-def get_combined_args(parser: ArgumentParser, argv: list[str] | None = None) -> Namespace:
-    """Command line merged over the model's saved ``cfg_args`` (command line wins where given)."""
-    argv = sys.argv[1:] if argv is None else argv
-    cmd = parser.parse_args(argv)
-    if not getattr(cmd, "model_path", None):
-        raise UserError("-m/--model_path is required")
-    saved = vars(read_cfg_args(cmd.model_path))
-    explicit = _explicit_dests(parser, argv)
-    merged = dict(saved)
-    for k, v in vars(cmd).items():
-        if k in explicit or k not in saved:
-            merged[k] = v
-    merged["model_path"] = cmd.model_path
-    return Namespace(**merged)
+    parser = make_parser(description, groups)
+    if config_file:
+        parser.add_argument("--config", default=None, help="Python file of literal parameter dicts (never executed; "
+                            "_base_ = \"file.py\" inherits another); flags typed on the command line win")
+    typed = explicit_values(parser, argv)
+    config = typed.pop("config", None)
+    layer: dict[str, Value] = {}
+    if from_model:
+        if "model_path" not in typed:
+            raise UserError("-m/--model_path is required: the model folder written by train.py")
+        layer.update(cfg_args_values(typed["model_path"].value, ModelParams))
+    if config is not None and config.value is not None:
+        values = {k: Value(v, f"{config.value}: {k}") for k, v in load_config(config.value).items()}
+        split_groups(groups, values, where=config.value)  # unknown keys and bad values, named by file and key
+        layer.update(values)
+    layer.update(typed)
+    return split_groups(groups, layer)

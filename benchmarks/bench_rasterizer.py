@@ -10,6 +10,11 @@ before early termination.
 
     .venv/bin/python benchmarks/bench_rasterizer.py --threads 2
     .venv/bin/python benchmarks/bench_rasterizer.py --backends cpu --repeats 10
+    python benchmarks/bench_rasterizer.py --device cuda --backends gsplat,torch --gaussians 50000,1000000 \
+        --channels 3,19 --json rasterizer.json
+
+``--device`` places the torch backend's tensors (cpu always runs on the CPU, gsplat on
+CUDA); on CUDA the peak memory is torch.cuda.max_memory_allocated above the start.
 """
 from __future__ import annotations
 
@@ -30,11 +35,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from gaussian_renderer.backends.common import TILE_SIZE, bin_gaussians  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
+from utils.io_utils import write_json  # noqa: E402
+from utils.system_utils import pick_device  # noqa: E402
 
 SEED = 0
 DEFAULT_GAUSSIANS = 50_000
 DEFAULT_WIDTH, DEFAULT_HEIGHT = 320, 256
-CHANNEL_SETS = (3, 3 + 16)  # RGB, RGB + 16 feature channels
+CHANNEL_SETS = (3, 3 + 16)  # default: RGB, RGB + 16 feature channels
 SIGMA_RANGE_PX = (1.0, 10.0)  # major-axis std-dev: radii (3 sigma) of 3 to 30 px
 ASPECT_RANGE = (0.3, 1.0)  # minor / major std-dev
 OPACITY_RANGE = (0.05, 0.95)
@@ -107,8 +115,13 @@ def load_backends(names):
             else:
                 print("[skip] gsplat: needs CUDA and the gsplat package")
         else:
-            raise SystemExit(f"unknown backend '{name}' (choose from torch, cpu, gsplat)")
+            raise UserError(f"--backends: unknown backend '{name}' (choose from torch, cpu, gsplat)")
     return out
+
+
+def backend_device(name: str, torch_device: str) -> str:
+    """Where a backend's tensors live: gsplat on CUDA, cpu on the CPU, torch on ``torch_device``."""
+    return {"gsplat": "cuda", "cpu": "cpu"}.get(name, torch_device)
 
 
 def fresh_leaves(scene):
@@ -182,14 +195,14 @@ def peak_extra_mb(fn, scene, size, device, weights) -> float | None:
     return max(0, peak - base) / 1024.0
 
 
-def bench_scene(backends, channels: int, args) -> dict:
+def bench_scene(backends, n: int, channels: int, args) -> dict:
     size = (args.width, args.height)
-    scene = make_scene(args.gaussians, args.width, args.height, channels)
+    scene = make_scene(n, args.width, args.height, channels)
     pairs = tile_pairs(scene, args.width, args.height)
     g = torch.Generator().manual_seed(SEED + 1)
     results = {}
     for name, fn in backends.items():
-        device = "cuda" if name == "gsplat" else "cpu"
+        device = backend_device(name, args.device)
         weights = (torch.randn(channels, args.height, args.width, generator=g).to(device),
                    torch.randn(1, args.height, args.width, generator=g).to(device))
         on_device = [t.to(device) for t in scene]
@@ -197,9 +210,12 @@ def bench_scene(backends, channels: int, args) -> dict:
         fb, fb_cpu = time_forward_backward(fn, on_device, size, device, args.repeats, weights)
         mem = peak_extra_mb(fn, on_device, size, device, weights)
         results[name] = {"fwd": fwd * 1e3, "fb": fb * 1e3, "fwd_cpu": fwd_cpu * 1e3, "fb_cpu": fb_cpu * 1e3,
-                         "mem": mem, "pairs_per_s": pairs / fwd}
+                         "mem": mem, "pairs_per_s": pairs / fwd, "device": device, "tile_pairs": pairs}
+        del on_device, weights
+        if device == "cuda":
+            torch.cuda.empty_cache()
     out_mb = (channels + 1) * args.width * args.height * 4 / MB
-    print(f"\nscene: {args.gaussians} Gaussians, {args.width}x{args.height} (WxH), C={channels}, "
+    print(f"\nscene: {n} Gaussians, {args.width}x{args.height} (WxH), C={channels}, "
           f"{pairs / 1e6:.1f} M tile pairs, output image {out_mb:.1f} MB")
     print(f"{'backend':<8} {'fwd ms':>9} {'fwd+bwd ms':>11} {'fwd cpu ms':>11} {'f+b cpu ms':>11} "
           f"{'peak extra MB':>14} {'G pairs/s fwd':>14}")
@@ -210,37 +226,82 @@ def bench_scene(backends, channels: int, args) -> dict:
     return results
 
 
-def main() -> None:
+def int_list(text: str, flag: str) -> list[int]:
+    """A comma-separated list of positive integers (e.g. ``50000,1000000``), or a one-line error."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{flag} {text!r}: expected comma-separated integers, e.g. 3,19") from None
+    if not values or min(values) < 1:
+        raise UserError(f"{flag} {text!r}: expected one or more integers >= 1")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backends", default="torch,cpu,gsplat", help="comma-separated subset of torch,cpu,gsplat")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | auto: where the torch backend runs")
     ap.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (after one warm-up)")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads (torch and OpenMP)")
-    ap.add_argument("--gaussians", type=int, default=DEFAULT_GAUSSIANS)
+    ap.add_argument("--gaussians", default=str(DEFAULT_GAUSSIANS),
+                    help="comma-separated scene sizes, e.g. 50000,1000000")
+    ap.add_argument("--channels", default=",".join(map(str, CHANNEL_SETS)),
+                    help="comma-separated channel counts C (3 = RGB, 19 = RGB + 16 features)")
     ap.add_argument("--width", type=int, default=DEFAULT_WIDTH)
     ap.add_argument("--height", type=int, default=DEFAULT_HEIGHT)
-    args = ap.parse_args()
+    ap.add_argument("--json", default=None, help="also write every measurement to this JSON file")
+    return ap
+
+
+def print_summary(backends, per_scene: dict, sizes: list[int], channel_sets: list[int]) -> None:
+    """C ratios per backend and torch / cpu speed-ups, for each scene size."""
+    c_lo, c_hi = channel_sets[0], channel_sets[-1]
+    print("\nsummary (forward+backward):")
+    for n in sizes:
+        for name in backends:
+            if c_hi != c_lo:
+                ratio = per_scene[n, c_hi][name]["fb"] / per_scene[n, c_lo][name]["fb"]
+                print(f"  N={n} {name}: C={c_hi} / C={c_lo} cost ratio {ratio:.2f}")
+        if "torch" in backends and "cpu" in backends:
+            for c in channel_sets:
+                r = per_scene[n, c]
+                print(f"  N={n} C={c}: torch / cpu speed-up: forward {r['torch']['fwd'] / r['cpu']['fwd']:.1f}x, "
+                      f"forward+backward {r['torch']['fb'] / r['cpu']['fb']:.1f}x")
+
+
+def json_rows(per_scene: dict) -> list[dict]:
+    """One flat record per (scene size, channel count, backend)."""
+    rows = []
+    for (n, c), results in per_scene.items():
+        for name, r in results.items():
+            rows.append({"backend": name, "device": r["device"], "gaussians": n, "channels": c,
+                         "fwd_ms": r["fwd"], "fb_ms": r["fb"], "fwd_cpu_ms": r["fwd_cpu"], "fb_cpu_ms": r["fb_cpu"],
+                         "peak_extra_mb": r["mem"], "tile_pairs": r["tile_pairs"], "pairs_per_s": r["pairs_per_s"]})
+    return rows
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.repeats < 1 or args.threads < 1:
-        raise SystemExit("--repeats and --threads must be >= 1")
+        raise UserError("--repeats and --threads must be >= 1")
+    args.device = pick_device(args.device).type
+    sizes = int_list(args.gaussians, "--gaussians")
+    channel_sets = int_list(args.channels, "--channels")
     torch.set_num_threads(args.threads)
     backends = load_backends([b.strip() for b in args.backends.split(",") if b.strip()])
     if not backends:
-        raise SystemExit("no requested backend is available")
+        raise UserError(f"--backends {args.backends}: none of them is available here")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
     print(f"threads: {torch.get_num_threads()}, repeats: {args.repeats} (+1 warm-up), medians reported; "
-          f"load average at start: {load} on {os.cpu_count()} CPUs (other jobs inflate wall times)")
-    per_c = {c: bench_scene(backends, c, args) for c in CHANNEL_SETS}
-
-    c_lo, c_hi = CHANNEL_SETS
-    print("\nsummary (forward+backward):")
-    for name in backends:
-        ratio = per_c[c_hi][name]["fb"] / per_c[c_lo][name]["fb"]
-        print(f"  {name}: C={c_hi} / C={c_lo} cost ratio {ratio:.2f}")
-    if "torch" in backends and "cpu" in backends:
-        for c in CHANNEL_SETS:
-            r = per_c[c]
-            print(f"  C={c}: torch / cpu speed-up: forward {r['torch']['fwd'] / r['cpu']['fwd']:.1f}x, "
-                  f"forward+backward {r['torch']['fb'] / r['cpu']['fb']:.1f}x")
+          f"load average at start: {load} on {os.cpu_count()} CPUs (other jobs inflate wall times); GPU: {gpu}")
+    per_scene = {(n, c): bench_scene(backends, n, c, args) for n in sizes for c in channel_sets}
+    print_summary(backends, per_scene, sizes, channel_sets)
+    if args.json:
+        write_json(args.json, {"gpu": gpu, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                               "width": args.width, "height": args.height, "repeats": args.repeats,
+                               "rows": json_rows(per_scene)})
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -2,15 +2,22 @@
 """Training iterations per second on the synthetic scenes, per rendering backend.
 
     python benchmarks/bench_train.py [--backends cpu torch] [--iterations 200] [--scene blender|endonerf]
-           [--feature_dims 0 16 64] [--threads 2]
+           [--feature_dims 0 16 64] [--threads 2] [--device auto|cpu|cuda] [--perceptual] [--json OUT.json]
+    python benchmarks/bench_train.py --device cuda --backends gsplat torch --scene endonerf --feature_dims 0 16 \
+           --perceptual --perceptual_model dinov2_vits14 --perceptual_resolution 224 --profile 30
 
 Runs train.py's training loop for a fixed number of iterations (densification on, as
 in a real run) and prints iterations/s and ms/iteration per backend and feature
-dimension, plus the cost of the feature channels relative to D = 0.
+dimension, the cost of the feature channels relative to D = 0, the test PSNR after
+the last iteration and, on CUDA, the peak GPU memory (torch.cuda.max_memory_allocated).
+A requested backend that cannot run here is skipped with a note, never replaced.
+``--profile K`` then profiles K more iterations of the first backend (torch.profiler)
+and prints the time of the render stages (projection, SH, compositing) and the top ops.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 import time
@@ -20,10 +27,22 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(ROOT / "benchmarks"))
 
+import gaussian_renderer  # noqa: E402
 import train  # noqa: E402
+from bench_rasterizer import load_backends  # noqa: E402
 from scene.synthetic_blender import make_synthetic_blender  # noqa: E402
 from scene.synthetic_endonerf import make_synthetic_endonerf  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
+from utils.io_utils import write_json  # noqa: E402
+from utils.system_utils import pick_device  # noqa: E402
+
+MB = 1024.0 * 1024.0
+TIMING_WARMUP = 10  # iterations left out of the timing (when there are more than twice as many)
+PROFILE_TOP_OPS = 15
+PROFILE_SKIP = 10  # --profile: iterations run before the profiled ones (allocator and kernel warm-up)
+RENDER_STAGES = ("project_gaussians", "eval_sh", "get_rasterizer")  # gaussian_renderer names wrapped by --profile
 
 
 def make_scene(kind: str, root: Path) -> Path:
@@ -32,64 +51,195 @@ def make_scene(kind: str, root: Path) -> Path:
     return make_synthetic_endonerf(root / "endo", n_frames=24, width=80, height=64, seed=0)
 
 
-def time_training(scene: Path, out: Path, backend: str, iterations: int, feature_dim: int, extra: list[str] = ()) -> float:
-    """Seconds per iteration (scene loading excluded: timed from the first to the last iteration)."""
-    args = ["-s", str(scene), "-m", str(out), "--backend", backend, "--iterations", str(iterations),
-            "--test_iterations", "-1", "--save_iterations", str(iterations), "--densify_from_iter", "50",
-            "--densification_interval", "50", "--quiet", "--eval"]
+def train_args(scene: Path, out: Path, backend: str, device: str, iterations: int, feature_dim: int,
+               extra: list[str] = (), score: bool = True) -> list[str]:
+    """train.py flags of one run; ``score``: render the test views once, after the last iteration."""
+    args = ["-s", str(scene), "-m", str(out), "--backend", backend, "--device", device, "--iterations", str(iterations),
+            "--test_iterations", str(iterations if score else -1), "--save_iterations", str(iterations),
+            "--densify_from_iter", "50", "--densification_interval", "50", "--quiet", "--eval"]
     if feature_dim:
         args += ["--feature_dim", str(feature_dim)]
-    args += list(extra)
-    stamps = []
+    return args + list(extra)
+
+
+@contextlib.contextmanager
+def on_each_render(hook):
+    """Call ``hook()`` at the start of every render train.py makes (training and test views)."""
     orig = train.render
 
-    def timed_render(*a, **k):
-        stamps.append(time.perf_counter())
+    def render(*a, **k):
+        hook()
         return orig(*a, **k)
 
-    train.render = timed_render
+    train.render = render
     try:
-        train.main(args)
+        yield
     finally:
         train.render = orig
-    return (stamps[-1] - stamps[0]) / max(len(stamps) - 1, 1)
 
 
-def main() -> None:
+def untimed_iterations(iterations: int) -> int:
+    """How many first iterations time_training leaves out: TIMING_WARMUP, unless the run is too short."""
+    return TIMING_WARMUP if iterations > 2 * TIMING_WARMUP else 0
+
+
+def time_training(args: list[str], iterations: int, device: str) -> dict:
+    """Run train.main(args): seconds per iteration, test PSNR and peak GPU memory (None on the CPU).
+
+    Scene loading, the first TIMING_WARMUP iterations (lazy CUDA / kernel loading) and the
+    final test render are excluded: each training iteration renders once, so the time runs
+    from the render of iteration TIMING_WARMUP + 1 to that of the last iteration.
+    """
+    stamps = []
+    cuda = device == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    with on_each_render(lambda: stamps.append(time.perf_counter())):
+        metrics = train.main(args)
+    spans = stamps[untimed_iterations(iterations):iterations]
+    return {"s_per_it": (spans[-1] - spans[0]) / max(len(spans) - 1, 1),
+            "test_psnr": metrics.get("test", {}).get("psnr"),
+            "num_gaussians": metrics.get("num_gaussians"),
+            "peak_gpu_mb": torch.cuda.max_memory_allocated() / MB if cuda else None}
+
+
+def extract_features(scene: Path, out: Path, model: str, resolution: int) -> Path:
+    """Random-weight DINO features for the perceptual loss (speed does not depend on the weights)."""
+    import extract_dino_features
+
+    if not out.exists():
+        extract_dino_features.main(["--image_dir", str(scene / "images"), "--output_dir", str(out), "--model", model,
+                                    "--resolution", str(resolution), "--random_init"])
+    return out
+
+
+def profile_training(scene: Path, out: Path, backend: str, device: str, iterations: int, feature_dim: int) -> dict:
+    """Profile ``iterations`` training iterations after PROFILE_SKIP warm-up ones.
+
+    Returns {"stages": {name: per-call times}, "table": top ops as text}. The forward render
+    stages are labelled by wrapping gaussian_renderer's projection, SH and compositing
+    functions; backward ops appear under their own names in the op table.
+    """
+    from torch.profiler import ProfilerActivity, profile, record_function, schedule
+
+    originals = {name: getattr(gaussian_renderer, name) for name in RENDER_STAGES}
+
+    def labelled(name, fn):
+        def run(*a, **k):
+            with record_function(f"stage/{name}"):
+                return fn(*a, **k)
+        return run
+
+    def get_rasterizer(*a, **k):
+        return labelled("composite", originals["get_rasterizer"](*a, **k))
+
+    done = {}
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    plan = schedule(wait=PROFILE_SKIP, warmup=1, active=iterations, repeat=1)
+    args = train_args(scene, out, backend, device, PROFILE_SKIP + iterations + 2, feature_dim, score=False)
+    gaussian_renderer.project_gaussians = labelled("project", originals["project_gaussians"])
+    gaussian_renderer.eval_sh = labelled("sh", originals["eval_sh"])
+    gaussian_renderer.get_rasterizer = get_rasterizer
+    try:
+        with profile(activities=activities, schedule=plan, on_trace_ready=lambda p: done.update(ev=p.key_averages())) as prof:
+            with on_each_render(prof.step):
+                train.main(args)
+    finally:
+        for name, fn in originals.items():
+            setattr(gaussian_renderer, name, fn)
+    events = done["ev"]
+    stages = {}
+    for ev in events:
+        if ev.key.startswith("stage/"):
+            dev_us = ev.device_time_total
+            stages[ev.key[len("stage/"):]] = {"calls": ev.count, "cpu_ms_per_call": ev.cpu_time_total / ev.count / 1e3,
+                                              "device_ms_per_call": dev_us / ev.count / 1e3}
+    sort_key = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
+    return {"stages": stages, "table": events.table(sort_by=sort_key, row_limit=PROFILE_TOP_OPS)}
+
+
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backends", nargs="+", default=["cpu", "torch"])
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda (train.py --device)")
     ap.add_argument("--iterations", type=int, default=200)
     ap.add_argument("--scene", choices=["blender", "endonerf"], default="blender")
     ap.add_argument("--feature_dims", nargs="+", type=int, default=[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--perceptual", action="store_true",
-                    help="also time the DINO perceptual loss (random-weight dino_vits16 at 128 px, every iteration)")
-    a = ap.parse_args()
+                    help="also time the DINO perceptual loss (random weights, every iteration)")
+    ap.add_argument("--perceptual_model", default="dino_vits16", help="DINO model of the perceptual loss")
+    ap.add_argument("--perceptual_resolution", type=int, default=128, help="its ViT input long side in pixels")
+    ap.add_argument("--profile", type=int, default=0, metavar="K",
+                    help="then profile K iterations of the first backend (plain, D = first of --feature_dims)")
+    ap.add_argument("--json", default=None, help="also write the rows (and the profile) to this JSON file")
+    return ap
+
+
+def print_header(a) -> None:
+    print(f"\nscene={a.scene}  iterations={a.iterations} (first {untimed_iterations(a.iterations)} not timed)  "
+          f"threads={a.threads}  device={a.device}")
+    print(f"{'backend':12s} {'D':>4s} {'it/s':>8s} {'ms/it':>8s} {'vs plain':>9s} {'test PSNR':>10s} {'peak GPU MB':>12s}")
+
+
+def print_row(r: dict) -> None:
+    mem = "n/a" if r["peak_gpu_mb"] is None else f"{r['peak_gpu_mb']:.0f}"
+    psnr = "n/a" if r["test_psnr"] is None else f"{r['test_psnr']:.2f}"
+    print(f"{r['backend']:12s} {r['feature_dim']:4d} {r['it_per_s']:8.2f} {r['ms_per_it']:8.1f} "
+          f"{r['vs_plain']:9.2f} {psnr:>10s} {mem:>12s}", flush=True)
+
+
+def print_profile(profiled: dict, iterations: int, backend: str) -> None:
+    print(f"\nprofile: {iterations} iterations, backend {backend}; forward render stages (ms per call):")
+    for name, st in profiled["stages"].items():
+        print(f"  {name:10s} cpu {st['cpu_ms_per_call']:8.3f}  device {st['device_ms_per_call']:8.3f}  "
+              f"({st['calls']} calls)")
+    print(profiled["table"])
+
+
+def main() -> None:
+    a = build_parser().parse_args()
+    if a.iterations < 2 or a.threads < 1 or a.profile < 0:
+        raise UserError("--iterations must be >= 2, --threads >= 1 and --profile >= 0")
+    a.device = pick_device(a.device).type
     torch.set_num_threads(a.threads)
+    backends = list(load_backends(a.backends))
+    if not backends:
+        raise UserError(f"--backends {' '.join(a.backends)}: none of them is available here")
+    report = {"scene": a.scene, "iterations": a.iterations, "threads": a.threads, "device": a.device,
+              "gpu": torch.cuda.get_device_name() if a.device == "cuda" else None, "torch": torch.__version__,
+              "perceptual": f"{a.perceptual_model}@{a.perceptual_resolution}" if a.perceptual else None,
+              "rows": [], "profile": None}
+
+    def save() -> None:  # after every row: a later failure keeps what was measured
+        if a.json:
+            write_json(a.json, report)
+
+    print_header(a)
     with tempfile.TemporaryDirectory() as tmp:
         scene = make_scene(a.scene, Path(tmp))
-        rows = []
-        for backend in a.backends:
+        for backend in backends:
             base = None
-            for d in a.feature_dims:
-                spi = time_training(scene, Path(tmp) / f"out_{backend}_{d}", backend, a.iterations, d)
-                base = spi if d == a.feature_dims[0] else base
-                rows.append((backend, d, 1.0 / spi, spi * 1000, spi / base))
-            if a.perceptual:
-                feats = Path(tmp) / "dino"
-                if not feats.exists():
-                    import extract_dino_features
-
-                    extract_dino_features.main(["--image_dir", str(scene / "images"), "--output_dir", str(feats),
-                                                "--model", "dino_vits16", "--resolution", "128", "--random_init"])
-                spi = time_training(scene, Path(tmp) / f"out_{backend}_perc", backend, a.iterations, 0,
-                                    ["--dino_feature_dir", str(feats), "--dino_random_init", "--lambda_perceptual", "0.1"])
-                rows.append((backend + "+perc", 0, 1.0 / spi, spi * 1000, spi / base))
-    print(f"\nscene={a.scene}  iterations={a.iterations}  threads={a.threads}")
-    print(f"{'backend':12s} {'D':>4s} {'it/s':>8s} {'ms/it':>8s} {'vs plain':>9s}")
-    for b, d, ips, ms, rel in rows:
-        print(f"{b:12s} {d:4d} {ips:8.2f} {ms:8.1f} {rel:9.2f}")
+            configs = [(backend, d, False) for d in a.feature_dims] + [(backend + "+perc", 0, True)] * a.perceptual
+            for label, d, perceptual in configs:
+                extra = []
+                if perceptual:  # features made once, after the plain rows are safe
+                    feats = extract_features(scene, Path(tmp) / "dino", a.perceptual_model, a.perceptual_resolution)
+                    extra = ["--dino_feature_dir", str(feats), "--dino_random_init", "--lambda_perceptual", "0.1"]
+                args = train_args(scene, Path(tmp) / f"out_{label}_{d}", backend, a.device, a.iterations, d, extra)
+                r = time_training(args, a.iterations, a.device)
+                base = base or r["s_per_it"]
+                report["rows"].append({"backend": label, "feature_dim": d, "it_per_s": 1.0 / r["s_per_it"],
+                                       "ms_per_it": r["s_per_it"] * 1e3, "vs_plain": r["s_per_it"] / base, **r})
+                print_row(report["rows"][-1])
+                save()
+        if a.profile:
+            report["profile"] = profile_training(scene, Path(tmp) / "out_profile", backends[0], a.device, a.profile,
+                                                 a.feature_dims[0])
+            print_profile(report["profile"], a.profile, backends[0])
+            save()
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

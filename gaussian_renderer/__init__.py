@@ -62,10 +62,10 @@ def render(
     channels.append(proj.depths[:, None])
     stacked = torch.cat(channels, dim=1)
 
-    name = backend or getattr(pipe, "backend", "auto")
+    name = backend or pipe.backend
     rasterize = get_rasterizer(name, stacked.device.type)
     opacities = gaussians.get_opacity.squeeze(-1)
-    debug = getattr(pipe, "debug", False)
+    debug = pipe.debug
     if debug:
         check_finite(camera, means2d=means2d, conics=proj.conics, opacities=opacities, colors=stacked)
     out, alpha = rasterize(means2d, proj.conics, opacities, stacked, proj.depths, proj.radii, W, H)

@@ -1,7 +1,6 @@
 """Scene: a dataset's cameras plus the Gaussian model, and the model folder layout.
 
-Model folder (graphdeco layout): ``cfg_args``, ``cameras.json``, ``input.ply``,
-``point_cloud/iteration_N/point_cloud.ply``, ``chkpntN.pth``.
+The model folder's layout is named once, in :mod:`scene.model_folder`.
 """
 from __future__ import annotations
 
@@ -15,8 +14,8 @@ from tqdm import tqdm
 from scene.cameras import Camera, load_camera
 from scene.dataset_readers import CameraInfo, SceneInfo, read_scene
 from scene.gaussian_model import GaussianModel
+from scene.model_folder import ModelFolder
 from utils.io_utils import atomic_path, write_json
-from utils.system_utils import resolve_iteration
 
 
 def background_color(white: bool) -> np.ndarray:
@@ -53,32 +52,38 @@ def camera_to_json(info: CameraInfo) -> dict:
 
 
 class Scene:
-    """Loads the dataset's cameras and either initialises or loads the Gaussians."""
+    """A scene's cameras (images loaded) plus its Gaussians, initialised from the scene or loaded from the model.
 
-    def __init__(self, args, gaussians: GaussianModel, load_iteration: int | None = None, device="cpu", load_test_only: bool = False):
+    ``info``: the scene as read by :func:`read_scene` (read it first when the model's shape depends
+    on the scene's format); read here when None. ``device``: where the images are kept.
+    """
+
+    def __init__(self, args, gaussians: GaussianModel, load_iteration: int | None = None, device="cpu",
+                 load_test_only: bool = False, info: SceneInfo | None = None, quiet: bool = False):
+        self.folder = ModelFolder(args.model_path)
         self.model_path = args.model_path
         self.gaussians = gaussians
-        self.info: SceneInfo = read_scene(args.source_path, args)
+        self.info: SceneInfo = info if info is not None else read_scene(args.source_path, args)
         self.cameras_extent = self.info.extent
         self.loaded_iter = None
         if load_iteration is not None:
-            self.loaded_iter = resolve_iteration(self.model_path, load_iteration)
+            self.loaded_iter = self.folder.resolve_iteration(load_iteration)
             gaussians.load_ply(self.ply_path(self.loaded_iter))
         else:
             pc = self.info.point_cloud
             gaussians.create_from_pcd(pc.points, pc.colors, self.cameras_extent)
-            Path(self.model_path).mkdir(parents=True, exist_ok=True)
-            write_input_ply(Path(self.model_path) / "input.ply", pc.points, pc.colors)
-            write_json(Path(self.model_path) / "cameras.json", [camera_to_json(c) for c in self.info.train_cameras + self.info.test_cameras])
+            write_input_ply(self.folder.input_ply, pc.points, pc.colors)
+            write_json(self.folder.cameras_json, [camera_to_json(c) for c in self.info.train_cameras + self.info.test_cameras])
         bg = background_color(args.white_background)
         load = lambda infos, what: [  # noqa: E731
-            load_camera(c, args.resolution, bg, args, device) for c in tqdm(infos, desc=f"Loading {what} cameras", leave=False)
+            load_camera(c, args.resolution, bg, device)
+            for c in tqdm(infos, desc=f"Loading {what} cameras", leave=False, disable=quiet)
         ]
         self.train_cameras: list[Camera] = [] if load_test_only else load(self.info.train_cameras, "train")
         self.test_cameras: list[Camera] = load(self.info.test_cameras, "test")
 
     def ply_path(self, iteration: int) -> Path:
-        return Path(self.model_path) / "point_cloud" / f"iteration_{iteration}" / "point_cloud.ply"
+        return self.folder.ply(iteration)
 
     def save(self, iteration: int) -> None:
         self.gaussians.save_ply(self.ply_path(iteration))

@@ -3,13 +3,16 @@
 Conventions:
 
 * ``frames[i].file_path`` is relative to the JSON's folder, with or without an
-  extension (``./train/r_0`` -> ``./train/r_0.png``; .png, .jpg, ... are tried).
+  extension (``./train/r_0`` -> ``./train/r_0.png``; .png, .jpg, ... are tried);
+  a path leaving that folder (absolute, or ``..``) is refused.
 * ``transform_matrix`` is camera-to-world in Blender/OpenGL axes (x right, y up,
   z backwards); it is converted to an OpenCV world-to-camera matrix.
 * Intrinsics: ``fl_x``/``fl_y``/``cx``/``cy`` (+ ``w``/``h``) when present (top
   level or per frame, the frame wins), else ``camera_angle_x`` (and
   ``camera_angle_y``; otherwise fy = fx). The image size is read from the file
-  header when ``w``/``h`` are absent. Lens distortion (k1, p1, ...) is refused.
+  header when ``w``/``h`` are absent; when given, the file must have their aspect
+  ratio. Lens distortion (k1, p1, ...) is refused; sizes and focal lengths must be
+  positive, fields of view in (0, pi), poses finite rigid transforms.
 * Optional per-frame ``time`` -> CameraInfo.time. RGBA images are composited on
   the background by the camera loader, not here.
 * Splits: with ``--eval`` the test cameras come from transforms_test.json (or,
@@ -33,11 +36,15 @@ from pathlib import Path
 import numpy as np
 
 from scene.dataset_readers import CameraInfo, PointCloud, SceneInfo, cameras_extent, split_every_nth
-from scene.reader_utils import read_points_ply, unique_image_names
+from scene.reader_utils import check_image_size, path_inside, read_points_ply, unique_image_names
 from utils.errors import UserError
-from utils.io_utils import read_json
+from utils.image_utils import IMAGE_EXTENSIONS, image_size
+from utils.io_utils import read_json, shown_path
 
-IMAGE_SUFFIXES = ("", ".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG", ".webp", ".bmp")
+# appended to a file_path without extension, in this order ("" = the path as is)
+IMAGE_SUFFIXES = ("",) + IMAGE_EXTENSIONS + tuple(ext.upper() for ext in IMAGE_EXTENSIONS)
+POSITIVE_KEYS = ("fl_x", "fl_y", "w", "h")
+ANGLE_KEYS = ("camera_angle_x", "camera_angle_y")  # field of view in radians, in (0, pi)
 INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camera_angle_y")
 DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
 OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
@@ -59,12 +66,16 @@ def resolve_image(json_dir: Path, file_path, where: str) -> Path:
     """Image file of a frame: ``file_path`` as is, else with .png/.jpg/... appended."""
     if not isinstance(file_path, str) or not file_path:
         raise UserError(f"{where}: missing or invalid 'file_path'")
-    base = json_dir / file_path
+    base = path_inside(json_dir, file_path, where)
     for suffix in IMAGE_SUFFIXES:
         cand = Path(str(base) + suffix)
         if cand.is_file():
             return cand
-    raise UserError(f"{where}: image {base} not found (tried {', '.join(s or 'as is' for s in IMAGE_SUFFIXES)})")
+    if base.is_dir():
+        raise UserError(f"{where}: 'file_path' {shown_path(base)} is a folder, not an image file; "
+                        "point it at the frame's image")
+    raise UserError(f"{where}: image {shown_path(base)} not found (tried as is and with "
+                    f"{'/'.join(IMAGE_EXTENSIONS)} appended, lower or upper case); fix 'file_path' or add the image")
 
 
 def c2w_opengl_to_w2c_opencv(matrix, where: str) -> np.ndarray:
@@ -73,26 +84,20 @@ def c2w_opengl_to_w2c_opencv(matrix, where: str) -> np.ndarray:
         m = np.asarray(matrix, dtype=np.float64)
     except (TypeError, ValueError):
         m = np.zeros(0)
-    if m.shape not in ((4, 4), (3, 4)) or not np.isfinite(m).all():
+    if m.shape not in ((4, 4), (3, 4)):
         raise UserError(f"{where}: 'transform_matrix' must be a 4x4 array of numbers")
+    if not np.isfinite(m).all():
+        raise UserError(f"{where}: 'transform_matrix' holds NaN or infinite values; fix the pose")
+    if m.shape == (4, 4) and np.abs(m[3] - [0.0, 0.0, 0.0, 1.0]).max() > ROTATION_TOLERANCE:
+        raise UserError(f"{where}: 'transform_matrix' last row is {m[3].tolist()}, expected [0, 0, 0, 1] "
+                        "(not a rigid camera-to-world pose); fix the pose")
     c2w = np.eye(4)
     c2w[:3] = m[:3]
     rot = c2w[:3, :3]
     if np.abs(rot.T @ rot - np.eye(3)).max() > ROTATION_TOLERANCE or np.linalg.det(rot) <= 0:
-        raise UserError(f"{where}: 'transform_matrix' rotation is not orthonormal (scaled or skewed pose)")
+        raise UserError(f"{where}: 'transform_matrix' 3x3 block is not a rotation (det {np.linalg.det(rot):.4g}: "
+                        "singular, mirrored, scaled or skewed pose); fix the pose")
     return np.linalg.inv(c2w @ OPENGL_TO_OPENCV)
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the image header, without decoding the pixels."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (UnidentifiedImageError, OSError) as exc:
-        raise UserError(f"{path}: cannot read image header ({exc.__class__.__name__}); "
-                        "corrupt or unsupported file") from None
 
 
 def _number(meta: dict, key: str, where: str) -> float | None:
@@ -104,28 +109,42 @@ def _number(meta: dict, key: str, where: str) -> float | None:
     return float(val)
 
 
+def _check_ranges(num: dict, where: str) -> None:
+    """Sizes and focal lengths given must be positive, fields of view inside (0, pi)."""
+    for key in POSITIVE_KEYS:
+        if num[key] is not None and num[key] <= 0:
+            raise UserError(f"{where}: '{key}' is {num[key]:g} but must be positive; fix the JSON")
+    for key in ANGLE_KEYS:
+        if num[key] is not None and not 0 < num[key] < math.pi:
+            raise UserError(f"{where}: '{key}' is {num[key]:g} but must be a field of view in radians, "
+                            "between 0 and pi; fix the JSON")
+
+
 def intrinsics(meta: dict, image_path: Path, where: str) -> tuple[int, int, float, float, float, float]:
-    """(width, height, fx, fy, cx, cy) from the merged top-level + frame keys."""
+    """(width, height, fx, fy, cx, cy) from the merged top-level + frame keys.
+
+    With ``w``/``h`` given, the image file must have that aspect ratio (it may be uniformly downscaled).
+    """
     num = {k: _number(meta, k, where) for k in INTRINSIC_KEYS + DISTORTION_KEYS}
     if any(num[k] for k in DISTORTION_KEYS):
         raise UserError(f"{where}: lens distortion ({', '.join(k for k in DISTORTION_KEYS if num[k])}) is not "
                         "supported; undistort the images first (e.g. convert.py on the raw photos)")
-    if num["w"] and num["h"]:
+    _check_ranges(num, where)
+    if num["w"] is not None and num["h"] is not None:
         width, height = int(num["w"]), int(num["h"])
+        check_image_size(image_path, (width, height), f"'w'/'h' of {where}")
     else:
         width, height = image_size(image_path)
-    if num["fl_x"]:
+    if num["fl_x"] is not None:
         fx = num["fl_x"]
         fy = num["fl_y"] or fx
-    elif num["camera_angle_x"]:
+    elif num["camera_angle_x"] is not None:
         fx = 0.5 * width / math.tan(0.5 * num["camera_angle_x"])
         fy = 0.5 * height / math.tan(0.5 * num["camera_angle_y"]) if num["camera_angle_y"] else fx
     else:
         raise UserError(f"{where}: no intrinsics: give 'camera_angle_x' or 'fl_x' (top level or per frame)")
     cx = num["cx"] if num["cx"] is not None else width / 2
     cy = num["cy"] if num["cy"] is not None else height / 2
-    if fx <= 0 or fy <= 0:
-        raise UserError(f"{where}: focal length must be positive")
     return width, height, fx, fy, cx, cy
 
 
@@ -192,7 +211,7 @@ def random_point_cloud(cams: list[CameraInfo], seed: int, n: int = RANDOM_INIT_P
 def read_blender_scene(path: str | os.PathLike, args) -> SceneInfo:
     """Read a NeRF-synthetic style folder; ``args`` supplies ``eval`` and ``seed``."""
     root = Path(path)
-    eval_mode = bool(getattr(args, "eval", False))
+    eval_mode = args.eval
     train = [(m, p, f"{root / 'transforms_train.json'} frame {i}")
              for i, (m, p) in enumerate(read_split(root / "transforms_train.json"))]
     test_json = root / "transforms_test.json"
@@ -213,6 +232,6 @@ def read_blender_scene(path: str | os.PathLike, args) -> SceneInfo:
     if ply.is_file():
         cloud, source = read_points_ply(ply), PLY_NAME
     else:
-        cloud, source = random_point_cloud(train_cams, int(getattr(args, "seed", 0) or 0)), "random"
+        cloud, source = random_point_cloud(train_cams, args.seed), "random"
     return SceneInfo(kind="blender", point_cloud=cloud, train_cameras=train_cams, test_cameras=test_cams,
                      extent=cameras_extent(train_cams)[1], extras={"point_source": source})

@@ -75,8 +75,12 @@ def _composite_rgba(img: np.ndarray, background: np.ndarray) -> np.ndarray:
     return rgb * a + background[None, None, :] * (1.0 - a)
 
 
-def load_camera(info: CameraInfo, resolution: int, background: np.ndarray, args=None, device="cpu") -> Camera:
-    """Read ``info``'s image (and mask/depth) at the chosen resolution."""
+def load_camera(info: CameraInfo, resolution: int, background: np.ndarray, device="cpu") -> Camera:
+    """Read ``info``'s image (and mask/depth) at the chosen resolution.
+
+    Depth maps are read with ``info.depth_mode`` / ``info.depth_scale``, set once per scene by the
+    reader (``args`` is accepted for the callers' sake and not read).
+    """
     img = read_image(info.image_path)
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
@@ -94,7 +98,7 @@ def load_camera(info: CameraInfo, resolution: int, background: np.ndarray, args=
         from scene.endonerf_reader import load_endonerf_depth
 
         valid = None if mask is None else mask[0].numpy() > 0.5
-        d = load_endonerf_depth(info.depth_path, getattr(args, "depth_mode", "auto"), getattr(args, "depth_scale", 1.0), valid)
+        d = load_endonerf_depth(info.depth_path, info.depth_mode, info.depth_scale, valid)  # as the reader resolved
         depth = torch.from_numpy(resize_image(d, w, h, nearest=True).astype(np.float32))[None]
     return Camera(
         uid=info.uid,

@@ -40,10 +40,14 @@ CAMERA_MODELS: dict[int, tuple[str, int]] = {
     10: ("THIN_PRISM_FISHEYE", 12),
     11: ("RAD_TAN_THIN_PRISM_FISHEYE", 16),
 }
+# models whose parameters start with fx, fy (the others start with one focal f)
+TWO_FOCAL_MODELS = frozenset({"PINHOLE", "OPENCV", "OPENCV_FISHEYE", "FULL_OPENCV", "FOV", "THIN_PRISM_FISHEYE",
+                              "RAD_TAN_THIN_PRISM_FISHEYE"})
 MODEL_IDS = {name: (mid, n) for mid, (name, n) in CAMERA_MODELS.items()}
 MODEL_FILES = ("cameras", "images", "points3D")
 POINT2D_BYTES = 24  # x, y (double) + point3D id (int64)
 TRACK_ELEM_BYTES = 8  # image id + point2D index (int32 each)
+MIN_QUATERNION_NORM = 1e-8  # below this a qvec has no rotation to normalise
 
 
 @dataclass
@@ -315,11 +319,49 @@ def read_colmap_model(folder: str | os.PathLike) -> ColmapModel:
     read_cams, read_imgs, read_pts = _READERS[ext]
     model = ColmapModel(read_cams(folder / f"cameras{ext}"), read_imgs(folder / f"images{ext}"),
                         read_pts(folder / f"points3D{ext}"))
-    for img in model.images.values():
-        if img.camera_id not in model.cameras:
-            raise UserError(f"{folder / ('images' + ext)}: image {img.name} uses camera {img.camera_id}, "
-                            f"which is not in cameras{ext}; corrupt model")
+    check_model(model, folder, ext)
     return model
+
+
+def _bad_entry(path: Path, entry: str, what: str) -> UserError:
+    return UserError(f"{path}: {entry} {what}; fix or remove it (or re-run convert.py)")
+
+
+def check_cameras(cams: dict[int, ColmapCamera], path: Path) -> None:
+    """Every camera has a positive size and finite parameters with a positive focal length (the first)."""
+    for cam in cams.values():
+        entry = f"camera {cam.id}"
+        if cam.width <= 0 or cam.height <= 0:
+            raise _bad_entry(path, entry, f"has size {cam.width}x{cam.height} (must be positive)")
+        if not np.isfinite(cam.params).all():
+            raise _bad_entry(path, entry, f"has non-finite parameters {_fmt(cam.params)}")
+        focals = cam.params[:2] if cam.model in TWO_FOCAL_MODELS else cam.params[:1]
+        if (focals <= 0).any():
+            raise _bad_entry(path, entry, f"has a focal length <= 0 ({_fmt(focals)})")
+
+
+def check_images(images: dict[int, ColmapImage], cams: dict[int, ColmapCamera], path: Path, ext: str) -> None:
+    """Every image pose is finite with a non-zero quaternion, and uses a known camera."""
+    for img in images.values():
+        entry = f"image {img.id} ({img.name})"
+        if not (np.isfinite(img.qvec).all() and np.isfinite(img.tvec).all()):
+            raise _bad_entry(path, entry, f"has a non-finite pose (q {_fmt(img.qvec)}, t {_fmt(img.tvec)})")
+        if np.linalg.norm(img.qvec) < MIN_QUATERNION_NORM:
+            raise _bad_entry(path, entry, "has a zero rotation quaternion")
+        if img.camera_id not in cams:
+            raise _bad_entry(path, entry, f"uses camera {img.camera_id}, which is not in cameras{ext}")
+
+
+def check_model(model: ColmapModel, folder: Path, ext: str) -> None:
+    """UserError naming the file and entry of the first camera, image or 3D point that cannot be used."""
+    check_cameras(model.cameras, folder / f"cameras{ext}")
+    check_images(model.images, model.cameras, folder / f"images{ext}", ext)
+    bad = np.nonzero(~np.isfinite(model.points.xyz).all(axis=1))[0]
+    if bad.size:
+        i = int(bad[0])
+        raise _bad_entry(folder / f"points3D{ext}", f"point {int(model.points.ids[i])}",
+                         f"has a non-finite position ({_fmt(model.points.xyz[i])}; {bad.size} of "
+                         f"{len(model.points.ids)} points are non-finite)")
 
 
 def _fmt(values) -> str:

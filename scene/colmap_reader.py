@@ -3,8 +3,9 @@
 Only undistorted pinhole cameras (PINHOLE, SIMPLE_PINHOLE) are accepted: the
 rasteriser has no lens distortion, so a distorted model must first go through
 ``convert.py`` (or ``colmap image_undistorter``). Image sizes come from the
-camera model; the camera loader rescales files stored at another resolution.
-Nothing is written into the scene folder.
+camera model; an image file may be stored uniformly downscaled (images_2/ ...;
+the camera loader rescales it) but must keep its camera's aspect ratio. Image
+names must stay inside the image folder. Nothing is written into the scene folder.
 """
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ import numpy as np
 
 from scene.colmap_loader import ColmapCamera, ColmapModel, image_world_to_cam, model_extension, read_colmap_model
 from scene.dataset_readers import CameraInfo, PointCloud, SceneInfo, cameras_extent, split_every_nth
-from scene.reader_utils import list_images, short_list, unique_image_names
+from scene.reader_utils import check_image_size, list_images, path_inside, short_list, unique_image_names
 from utils.errors import UserError
+from utils.io_utils import shown_path
 
 MODEL_SUBDIRS = ("sparse/0", "sparse")
 PINHOLE_MODELS = ("PINHOLE", "SIMPLE_PINHOLE")
@@ -49,31 +51,42 @@ def pinhole_intrinsics(cam: ColmapCamera, model_dir: Path) -> tuple[float, float
 
 
 def _check_image_files(model: ColmapModel, image_dir: Path, model_dir: Path) -> list[str]:
-    """Verify the registered images exist; return the files COLMAP did not register."""
+    """Verify the registered images are files inside ``image_dir``; return the files COLMAP did not register."""
     if not image_dir.is_dir():
         raise UserError(f"{image_dir}: image folder not found (set --images to the folder name inside the scene)")
+    images_file = model_dir / f"images{model_extension(model_dir)}"
+    for img in model.images.values():
+        path_inside(image_dir, img.name, f"{images_file}: image {img.id}")
     on_disk = list_images(image_dir)
     if not on_disk:
         raise UserError(f"{image_dir}: image folder is empty; put the scene's (undistorted) images there")
     registered = {img.name.replace(os.sep, "/") for img in model.images.values()}
     missing = sorted(n for n in registered if not (image_dir / n).is_file())
+    if missing and (image_dir / missing[0]).exists():
+        raise UserError(f"{shown_path(image_dir / missing[0])}: is a folder, not an image file; "
+                        f"replace it with the image {images_file} registers under that name")
     if missing:
         raise UserError(
-            f"{image_dir / missing[0]}: image registered in {model_dir} is missing "
+            f"{shown_path(image_dir / missing[0])}: image registered in {model_dir} is missing "
             f"({len(missing)} missing: {short_list(missing)}); restore it or re-run convert.py"
         )
     return [n for n in on_disk if n not in registered]
 
 
 def build_cameras(model: ColmapModel, image_dir: Path, model_dir: Path, eval_mode: bool) -> list[CameraInfo]:
-    """CameraInfo per registered image, sorted by image name, test flags from the every-8th split."""
+    """CameraInfo per registered image, sorted by image name, test flags from the every-8th split.
+
+    Each image file must have its camera's aspect ratio (it may be stored downscaled, as in images_2/).
+    """
     images = sorted(model.images.values(), key=lambda im: im.name)
     names = unique_image_names([im.name for im in images])
     test_names = split_every_nth(names, eval_mode)
+    cameras_file = model_dir / f"cameras{model_extension(model_dir)}"
     cams = []
     for uid, (img, name) in enumerate(zip(images, names)):
         cam = model.cameras[img.camera_id]
         fx, fy, cx, cy = pinhole_intrinsics(cam, model_dir)
+        check_image_size(image_dir / img.name, (cam.width, cam.height), f"camera {cam.id} in {cameras_file}")
         cams.append(CameraInfo(
             uid=uid, image_name=name, image_path=str(image_dir / img.name), width=cam.width, height=cam.height,
             fx=fx, fy=fy, cx=cx, cy=cy, world_to_cam=image_world_to_cam(img), is_test=name in test_names,
@@ -97,15 +110,15 @@ def read_colmap_scene(path: str | os.PathLike, args) -> SceneInfo:
         raise UserError(f"{model_dir}: the COLMAP model registers no images; re-run convert.py")
     for cam_id in sorted({img.camera_id for img in model.images.values()}):
         pinhole_intrinsics(model.cameras[cam_id], model_dir)  # distorted models fail before any file checks
-    image_dir = scene / (getattr(args, "images", None) or "images")
+    image_dir = scene / args.images
     unregistered = _check_image_files(model, image_dir, model_dir)
     if unregistered:
         warnings.warn(
-            f"{image_dir}: {len(unregistered)} image(s) not registered by COLMAP are skipped: "
+            f"{shown_path(image_dir)}: {len(unregistered)} image(s) not registered by COLMAP are skipped: "
             f"{short_list(unregistered)}",
             stacklevel=2,
         )
-    cams = build_cameras(model, image_dir, model_dir, bool(getattr(args, "eval", False)))
+    cams = build_cameras(model, image_dir, model_dir, args.eval)
     train = [c for c in cams if not c.is_test]
     test = [c for c in cams if c.is_test]
     if not train:

@@ -26,6 +26,8 @@ class CameraInfo:
     world_to_cam: [4, 4] OpenCV convention (x right, y down, z forward).
     mask_path: optional mask image, 255 (non-zero) = pixel excluded (tool / outside FOV).
     depth_path: optional depth image. time: normalised frame time in [0, 1].
+    depth_mode: how depth_path's values are read, 'depth' | 'inverse', resolved once per scene by the
+    reader (never 'auto'); depth_scale: factor applied to those depths (see scene.endonerf_depth).
     alpha_background: for RGBA images, composite on the background at load time.
     """
 
@@ -43,6 +45,8 @@ class CameraInfo:
     mask_path: str | None = None
     depth_path: str | None = None
     is_test: bool = False
+    depth_mode: str | None = None
+    depth_scale: float = 1.0
 
     @property
     def center(self) -> np.ndarray:

@@ -9,11 +9,12 @@ Conventions (shared with the Camera loader and the masked losses):
   ``"inverse"`` (value = inverse depth, bright = near, e.g. monocular networks;
   the C3VD sample). :func:`load_endonerf_depth` returns float32 z-depth along the
   optical axis with 0 = invalid (no value, or excluded by the mask).
-* ``"auto"`` is decided once per scene by :func:`resolve_depth_mode`:
+* ``"auto"`` is decided once per scene, by the reader, with :func:`resolve_depth_mode`:
   16-bit PNGs are plain depth; 8-bit PNGs are plain depth when the scene's
   ``poses_bounds.npy`` far bound is a raw 8-bit value (1 < far <= 255, i.e. the
   bounds were measured on the PNG values, as in the official scenes), otherwise
-  (bounds in metres, or no bounds) inverse depth. ``--depth_mode`` overrides it.
+  (bounds in metres, or no bounds) inverse depth. ``--depth_mode`` overrides it. The
+  answer travels on every ``CameraInfo.depth_mode``; nothing re-resolves it later.
 """
 from __future__ import annotations
 
@@ -25,13 +26,12 @@ import numpy as np
 from scene.dataset_readers import CameraInfo, PointCloud
 from utils.errors import UserError
 from utils.image_utils import read_image, resize_image
-from utils.io_utils import load_npy
 
 DEPTH_MODES = ("auto", "depth", "inverse")
+RESOLVED_MODES = ("depth", "inverse")
 CLIP_PERCENTILES = (3.0, 99.8)  # robust depth range of the valid pixels (EndoNeRF loaders)
 RAW_8BIT_MAX = 255.0
 MIN_RAW_FAR_BOUND = 1.0  # a far bound above this (and <= 255) is read as "bounds in raw 8-bit units"
-POSES_BOUNDS_NAME = "poses_bounds.npy"
 EXTENT_MARGIN = 1.1  # same margin as cameras_extent
 
 
@@ -58,25 +58,22 @@ def _read_raw_depth(path: str | os.PathLike) -> np.ndarray:
     return _grey_channel(raw, path)
 
 
-def scene_bounds_for(depth_path: str | os.PathLike) -> np.ndarray | None:
-    """[N, 2] near/far of the scene holding ``SCENE/depth/FILE``, or None without poses_bounds.npy."""
-    candidate = Path(depth_path).resolve().parent.parent / POSES_BOUNDS_NAME
-    if not candidate.is_file():
-        return None
-    arr = load_npy(candidate)
-    if arr.ndim != 2 or arr.shape[1] != 17:
-        return None
-    return arr[:, 15:17]
-
-
 def resolve_depth_mode(depth_mode: str, depth_path: str | os.PathLike, bounds: np.ndarray | None = None) -> str:
     """'depth' | 'inverse' for a scene: explicit modes pass through; 'auto' as in the module docstring.
 
-    ``bounds``: [N, 2] near/far from poses_bounds.npy; looked up beside ``depth/`` when None.
+    ``depth_path``: one of the scene's depth PNGs (its bit depth decides first); ``bounds``: [N, 2]
+    near/far from the scene's parsed poses_bounds.npy, or None when there are none. Called once, by
+    the reader; everything after it (point initialisation, camera loading) uses the answer.
     """
     if depth_mode != "auto":
         return _checked_mode(depth_mode)
-    return _auto_mode(read_image(depth_path, unchanged=True).dtype, depth_path, bounds)
+    if read_image(depth_path, unchanged=True).dtype == np.uint16:
+        return "depth"
+    if bounds is not None and bounds.size:
+        far = float(np.max(bounds[:, 1]))
+        if MIN_RAW_FAR_BOUND < far <= RAW_8BIT_MAX:
+            return "depth"
+    return "inverse"
 
 
 def _checked_mode(depth_mode: str) -> str:
@@ -85,17 +82,12 @@ def _checked_mode(depth_mode: str) -> str:
     return depth_mode
 
 
-def _auto_mode(dtype: np.dtype, depth_path: str | os.PathLike, bounds: np.ndarray | None) -> str:
-    """The 'auto' rule from the PNG's bit depth and the scene's near/far bounds [N, 2]."""
-    if dtype == np.uint16:
-        return "depth"
-    if bounds is None:
-        bounds = scene_bounds_for(depth_path)
-    if bounds is not None and bounds.size:
-        far = float(np.max(bounds[:, 1]))
-        if MIN_RAW_FAR_BOUND < far <= RAW_8BIT_MAX:
-            return "depth"
-    return "inverse"
+def _resolved(depth_mode: str | None) -> str:
+    """A mode already resolved by :func:`resolve_depth_mode` ('depth' | 'inverse')."""
+    if depth_mode not in RESOLVED_MODES:
+        _checked_mode(str(depth_mode))
+        raise ValueError(f"depth mode {depth_mode!r} must be resolved once per scene by resolve_depth_mode()")
+    return depth_mode
 
 
 def load_mask(path: str | os.PathLike, width: int, height: int) -> np.ndarray:
@@ -121,15 +113,15 @@ def load_endonerf_depth(
 ) -> np.ndarray:
     """[H, W] float32 z-depth (0 = invalid) at the PNG's own size, from an EndoNeRF depth PNG.
 
-    ``depth_mode``: 'depth' (depth = value), 'inverse' (depth = 1 / (value / max of the
-    bit depth), so the brightest possible value is depth 1) or 'auto' (see
-    :func:`resolve_depth_mode`; pass the scene's resolved ``SceneInfo.extras['depth_mode']``
-    to skip the look-up). Invalid = value 0 or ``valid_mask`` False ([h, w] bool, True =
-    tissue; resized to the PNG with nearest if its size differs). Valid depths are clipped
+    ``depth_mode``: 'depth' (depth = value) or 'inverse' (depth = 1 / (value / max of the
+    bit depth), so the brightest possible value is depth 1), as resolved once per scene by
+    :func:`resolve_depth_mode` (the camera's ``CameraInfo.depth_mode``). Invalid = value 0 or
+    ``valid_mask`` False ([h, w] bool, True = tissue; resized to the PNG with nearest if its
+    size differs, e.g. at a lower training resolution). Valid depths are clipped
     to the [3 %, 99.8 %] percentiles of the valid pixels, then multiplied by ``depth_scale``.
     """
     raw = _read_raw_depth(path)
-    mode = _auto_mode(raw.dtype, path, None) if depth_mode == "auto" else _checked_mode(depth_mode)
+    mode = _resolved(depth_mode)
     valid = raw > 0
     if valid_mask is not None:
         valid &= resize_image(valid_mask.astype(np.uint8), raw.shape[1], raw.shape[0], nearest=True) > 0
@@ -212,7 +204,7 @@ def init_points_from_depth(
         raise UserError("point initialisation needs at least one frame with depth")
     ref = cam_infos[0]
     _check_frame(ref, ref)
-    mode = resolve_depth_mode(depth_mode, ref.depth_path)
+    mode = _resolved(depth_mode)
     covered = np.zeros((ref.height, ref.width), dtype=bool)
     picks = []  # per contributing frame: (frame index, rows [M], cols [M], z [M], rgb [M, 3] uint8)
     for k, cam in enumerate(cam_infos):

@@ -38,14 +38,14 @@ from scene.endonerf_depth import (  # noqa: F401  (re-exported: the public EndoN
     points_extent,
     resolve_depth_mode,
 )
+from scene.reader_utils import same_aspect
 from utils.errors import UserError
-from utils.image_utils import read_image
-from utils.io_utils import load_npy
+from utils.image_utils import IMAGE_EXTENSIONS, image_size
+from utils.io_utils import load_npy, shown_path
 
 POSES_BOUNDS_COLUMNS = 17
 ROTATION_TOL = 1e-3  # max |R R^T - I| and |det R - 1| accepted for a pose's 3x3 block
 TEST_EVERY = 8  # EndoNeRF test frames: (i - 1) % 8 == 0
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 IDENTITY_HINT = (
     "pass --identity_poses to treat every pose as the identity "
     "(a fixed endoscope, as in the official EndoNeRF scenes)"
@@ -177,11 +177,18 @@ def is_test_frame(i: int) -> bool:
     return (i - 1) % TEST_EVERY == 0
 
 
-def _intrinsics(hwf: np.ndarray, width: int, height: int, where: Path) -> tuple[float, float, float]:
-    """(fx, fy, (sx, sy)): focal of one hwf row [3] scaled to the actual image size by (sx, sy)."""
+def _intrinsics(hwf: np.ndarray, width: int, height: int, where: Path, row: int, image: Path
+                ) -> tuple[float, float, float]:
+    """(fx, fy, (sx, sy)): focal of one hwf row [3] scaled to the actual image size by (sx, sy).
+
+    The image may be a uniformly scaled copy of the hwf size, not another aspect ratio."""
     h0, w0, focal = (float(x) for x in hwf)
     if h0 <= 0 or w0 <= 0 or focal <= 0:
-        raise UserError(f"{where}: hwf column has non-positive values ({h0}, {w0}, {focal}); regenerate poses_bounds.npy")
+        raise UserError(f"{where}: row {row}: hwf column has non-positive values ({h0}, {w0}, {focal}); "
+                        "regenerate poses_bounds.npy")
+    if not same_aspect((width, height), (w0, h0)):
+        raise UserError(f"{shown_path(image)}: frames are {width}x{height} but {where.name} row {row} says "
+                        f"{w0:g}x{h0:g} (a different aspect ratio); use the matching images or fix the hwf column")
     return focal * width / w0, focal * height / h0, (width / w0, height / h0)
 
 
@@ -220,19 +227,36 @@ def find_frame_files(root: Path, images_name: str, n_poses: int) -> FrameFiles:
     depths = _match(depth_dir, index_frames(depth_dir), nums, images, "depth map")
     mask_index = _index_optional(root / "masks")
     if mask_index is None:
-        print(f"[endonerf] {root / 'masks'} not found: every pixel counts as tissue")
+        print(f"[endonerf] {shown_path(root / 'masks')} not found: every pixel counts as tissue")
     masks = _match(root / "masks", mask_index, nums, images, "mask") if mask_index is not None else [None] * len(nums)
     gt_index = _index_optional(root / "gt_masks")
     gt_masks = _match(root / "gt_masks", gt_index, nums, images, "gt mask") if gt_index is not None else None
     return FrameFiles(nums, images, depths, masks, gt_masks)
 
 
-def _make_cameras(files: FrameFiles, poses: PosesBounds, n: int, pb_path: Path) -> list[CameraInfo]:
-    """CameraInfo of the first ``n`` frames (size from frame 0's image; time i / n; EndoNeRF split)."""
-    height, width = read_image(files.images[0]).shape[:2]
+def check_frame_sizes(files: FrameFiles, n: int) -> tuple[int, int]:
+    """(width, height) of frame 0's image; a UserError naming the first image, mask, depth map or gt mask
+    of the first ``n`` frames whose size differs (nothing is resized to hide it)."""
+    size = image_size(files.images[0])
+    groups = [files.images, files.depths, files.masks] + ([files.gt_masks] if files.gt_masks else [])
+    for i in range(n):
+        for path in (group[i] for group in groups):
+            if path is not None and (other := image_size(path)) != size:
+                raise UserError(
+                    f"{shown_path(path)}: is {other[0]}x{other[1]} but frame 0 ({files.images[0].name}) is "
+                    f"{size[0]}x{size[1]}; every image, mask and depth map of a scene must have one size"
+                )
+    return size
+
+
+def _make_cameras(files: FrameFiles, poses: PosesBounds, n: int, pb_path: Path, depth: tuple[str, float]
+                  ) -> list[CameraInfo]:
+    """CameraInfo of the first ``n`` frames (size from frame 0's image; time i / n; EndoNeRF split);
+    ``depth``: the scene's resolved (depth_mode, depth_scale)."""
+    width, height = check_frame_sizes(files, n)
     cams, noted = [], False
     for i in range(n):
-        fx, fy, ratio = _intrinsics(poses.hwf[i], width, height, pb_path)
+        fx, fy, ratio = _intrinsics(poses.hwf[i], width, height, pb_path, i, files.images[i])
         if ratio != (1.0, 1.0) and not noted:
             print(f"[endonerf] images are {width}x{height} but {pb_path.name} hwf says "
                   f"{poses.hwf[i][1]:g}x{poses.hwf[i][0]:g}: focal scaled by {ratio[0]:.4g} x {ratio[1]:.4g}")
@@ -242,7 +266,7 @@ def _make_cameras(files: FrameFiles, poses: PosesBounds, n: int, pb_path: Path) 
             uid=i, image_name=files.images[i].stem, image_path=str(files.images[i]), width=width, height=height,
             fx=fx, fy=fy, cx=width / 2.0, cy=height / 2.0, world_to_cam=poses.world_to_cam[i].copy(),
             time=i / n, mask_path=str(mask) if mask else None, depth_path=str(files.depths[i]),
-            is_test=is_test_frame(i),
+            depth_mode=depth[0], depth_scale=depth[1], is_test=is_test_frame(i),
         ))
     return cams
 
@@ -255,29 +279,30 @@ def read_endonerf_scene(path: str | os.PathLike, args) -> SceneInfo:
     docstring), independent of ``args.eval``. Extras: ``depth_mode`` (resolved 'depth' |
     'inverse', pass it to load_endonerf_depth), ``depth_scale``, ``gt_mask_paths``
     (image_name -> evaluation mask path; empty without gt_masks/), ``bounds`` [N, 2] list,
-    ``frame_numbers``. ``extent``: the cameras share one centre, so it is the radius of the
-    initial points around their centroid x 1.1 (:func:`points_extent`). Every frame is
-    assumed to have frame 0's image size.
+    ``frame_numbers``. Every camera carries the same resolved ``depth_mode`` and ``depth_scale``,
+    so the initial points and the camera loader's depth targets use one unit. ``extent``: the
+    cameras share one centre, so it is the radius of the initial points around their centroid
+    x 1.1 (:func:`points_extent`). Every image, mask and depth map must have frame 0's size.
     """
     root = Path(path)
     pb_path = root / "poses_bounds.npy"
-    poses = parse_poses_bounds(pb_path, bool(getattr(args, "identity_poses", False)))
-    files = find_frame_files(root, getattr(args, "images", "") or "images", len(poses.hwf))
-    max_frames = int(getattr(args, "max_frames", 0) or 0)
+    poses = parse_poses_bounds(pb_path, args.identity_poses)
+    files = find_frame_files(root, args.images, len(poses.hwf))
+    max_frames = args.max_frames
     n = min(len(files.numbers), max_frames) if max_frames > 0 else len(files.numbers)
 
-    asked = getattr(args, "depth_mode", "auto") or "auto"
+    asked = args.depth_mode
     depth_mode = resolve_depth_mode(asked, files.depths[0], poses.bounds)
     if asked == "auto":
         print(f"[endonerf] depth maps read as {'plain' if depth_mode == 'depth' else 'inverse'} depth "
               f"(auto: {depth_mode!r}; --depth_mode depth|inverse overrides)")
-    depth_scale = float(getattr(args, "depth_scale", 1.0))
+    depth_scale = args.depth_scale
 
-    cams = _make_cameras(files, poses, n, pb_path)
+    cams = _make_cameras(files, poses, n, pb_path, (depth_mode, depth_scale))
     train = [c for c in cams if not c.is_test]
     test = [c for c in cams if c.is_test]
     pcd = init_points_from_depth(
-        train, depth_mode, depth_scale, int(getattr(args, "num_init_points", 30000)), int(getattr(args, "seed", 0))
+        train, depth_mode, depth_scale, args.num_init_points, args.seed
     )
     gt = files.gt_masks
     extras = {

@@ -237,6 +237,15 @@ class GaussianModel:
         self.params["opacity"] = optim_utils.reset_param(self.optimizer, "opacity", value.detach())
 
     # ------------------------------------------------------------------ persistence
+    def non_finite(self) -> dict[str, int]:
+        """{parameter name: number of Gaussians with a NaN/inf value} for the parameters that have any."""
+        out = {}
+        for name, p in self.params.items():
+            bad = int((~torch.isfinite(p.detach().reshape(p.shape[0], -1))).any(dim=1).sum())
+            if bad:
+                out[name] = bad
+        return out
+
     def save_ply(self, path) -> None:
         arrays = {k: p.detach().cpu().numpy() for k, p in self.params.items()}
         write_gaussian_ply(path, arrays)

@@ -14,6 +14,7 @@ import re
 import numpy as np
 from plyfile import PlyData, PlyElement
 
+from scene.deformation import DEFORM_CHANNELS
 from utils.errors import UserError
 from utils.io_utils import atomic_path
 
@@ -57,9 +58,26 @@ def _stack(v, names: list[str], path) -> np.ndarray:
         raise UserError(f"{path}: missing Gaussian attribute(s) {names[0]}..{names[-1]}; not a 3DGS point cloud") from None
 
 
-def _count(props: list[str], prefix: str) -> int:
+def _count(props: list[str], prefix: str, path) -> int:
+    """Number of ``prefix_i`` columns; they must be exactly ``prefix_0 .. prefix_{n-1}``."""
     pat = re.compile(rf"^{prefix}_(\d+)$")
-    return len([p for p in props if pat.match(p)])
+    idx = sorted(int(m.group(1)) for p in props if (m := pat.match(p)))
+    if idx != list(range(len(idx))):
+        missing = sorted(set(range(max(idx) + 1)) - set(idx))
+        what = f"{prefix}_{missing[0]} is missing" if missing else f"{prefix}_* columns repeat"
+        raise UserError(f"{path}: inconsistent {prefix}_* columns ({what}); the PLY was edited or written by another tool")
+    return len(idx)
+
+
+def check_finite(path, arrays: dict[str, np.ndarray | None]) -> None:
+    """UserError naming the first attribute of a Gaussian PLY that holds NaN or inf."""
+    for name, arr in arrays.items():
+        if arr is None or not np.issubdtype(np.asarray(arr).dtype, np.floating):
+            continue
+        bad = ~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1) if arr.ndim else np.array([])
+        if bad.any():
+            raise UserError(f"{path}: attribute {name} holds NaN/inf in {int(bad.sum())} of {len(arr)} Gaussians "
+                            f"(first: vertex {int(np.argmax(bad))}); the training run diverged: retrain (--debug finds the cause)")
 
 
 def read_gaussian_ply(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -73,7 +91,9 @@ def read_gaussian_ply(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise UserError(f"{path}: not a readable PLY file ({type(exc).__name__}: {exc})") from None
     props = [p.name for p in v.properties]
     n = v.count
-    n_rest = _count(props, "f_rest")
+    if n == 0:
+        raise UserError(f"{path}: the PLY holds no Gaussians; retrain the model")
+    n_rest = _count(props, "f_rest", path)
     if n_rest % 3:
         raise UserError(f"{path}: {n_rest} f_rest attributes is not a multiple of 3")
     k = n_rest // 3 + 1
@@ -92,6 +112,10 @@ def read_gaussian_ply(path: str | os.PathLike) -> dict[str, np.ndarray]:
         "sh_degree": np.array(sh_degree),
     }
     for extra in ("semantic", "deform"):
-        m = _count(props, extra)
+        m = _count(props, extra, path)
         out[extra] = _stack(v, _names(extra, m), path) if m else None
+    if out["deform"] is not None and out["deform"].shape[1] % DEFORM_CHANNELS:
+        raise UserError(f"{path}: {out['deform'].shape[1]} deform_* columns is not a multiple of {DEFORM_CHANNELS} "
+                        "(position 3 + rotation 4 + scale 3 per basis function)")
+    check_finite(path, out)
     return out

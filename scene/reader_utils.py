@@ -9,9 +9,10 @@ from plyfile import PlyData, PlyElement, PlyParseError
 
 from scene.dataset_readers import PointCloud
 from utils.errors import UserError
-from utils.io_utils import atomic_path
+from utils.image_utils import IMAGE_EXTENSIONS, image_size
+from utils.io_utils import atomic_path, shown_path
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  # compared lower-case
+SIZE_ROUNDING_PX = 1.0  # a downscaled image may differ from the exact scaled size by this much (rounding)
 DEFAULT_POINT_GREY = 0.5  # colour given to PLY points stored without colours
 MAX_LISTED = 5  # how many names a warning/error lists before "..."
 
@@ -88,3 +89,35 @@ def short_list(names: list[str], limit: int = MAX_LISTED) -> str:
     """'a, b, c, ... (+N more)' for messages."""
     head = ", ".join(names[:limit])
     return head + (f", ... (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def path_inside(folder: Path, name: str, where: str) -> Path:
+    """``folder / name`` for a file name read from a scene file, refusing names that leave ``folder``
+    (absolute, or climbing out with '..'). ``where`` names the scene file and entry for the message."""
+    rel = os.path.normpath(name.replace("\\", "/"))
+    if os.path.isabs(name) or os.path.isabs(rel) or rel == ".." or rel.startswith("../"):
+        raise UserError(f"{where}: image name {name!r} points outside {shown_path(folder)}; image names must "
+                        "stay inside that folder: fix the entry or move the image there")
+    return folder / name
+
+
+def same_aspect(size: tuple[int, int], expected: tuple[int, int], tol: float = SIZE_ROUNDING_PX) -> bool:
+    """Whether an image of ``size`` (w, h) is ``expected`` (w, h) scaled uniformly, up to ``tol`` px of rounding."""
+    (w, h), (ew, eh) = size, expected
+    # the scale factors expected / size that each side allows overlap
+    lo = max(ew / (w + tol), eh / (h + tol))
+    hi = min(ew / max(w - tol, 1e-9), eh / max(h - tol, 1e-9))
+    return w > 0 and h > 0 and lo <= hi
+
+
+def check_image_size(path: str | os.PathLike, expected: tuple[int, int], source: str) -> tuple[int, int]:
+    """(w, h) of the image file at ``path``; a UserError naming it when its aspect ratio is not that of
+    ``expected`` (w, h) given by ``source`` (a uniformly downscaled copy, e.g. images_2/, is fine)."""
+    size = image_size(path)
+    if not same_aspect(size, expected):
+        raise UserError(
+            f"{shown_path(path)}: image is {size[0]}x{size[1]} but {source} says {expected[0]}x{expected[1]} "
+            "(a different aspect ratio; only uniform downscaling is allowed): use the matching image or fix the "
+            "camera size"
+        )
+    return size

@@ -25,12 +25,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from scene.reader_utils import write_points_ply
 from utils.errors import UserError, parse_size, run_cli
-from utils.io_utils import atomic_path, write_json
+from utils.image_utils import save_image
+from utils.io_utils import write_json
 
 # --- scene layout (world units, z up)
 GROUND_HALF = 1.6  # ground square spans [-h, h]^2 at z = 0
@@ -282,12 +282,6 @@ def _frames(views: list[SyntheticView]) -> list[dict]:
     return [{"file_path": f"./images/{v.name}", "transform_matrix": blender_transform(v)} for v in views]
 
 
-def _write_png(path: Path, rgb: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(tmp, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-            raise UserError(f"{path}: could not write image")
-
-
 def make_synthetic_blender(out_dir: str | os.PathLike, n_train: int = 24, n_test: int = 4, width: int = 80,
                            height: int = 80, seed: int = 0) -> Path:
     """Render the synthetic scene into ``out_dir`` (Blender format); returns the folder."""
@@ -297,7 +291,7 @@ def make_synthetic_blender(out_dir: str | os.PathLike, n_train: int = 24, n_test
     table = colour_table(seed)
     views = synthetic_views(n_train, n_test, width, height)
     for v in views:
-        _write_png(out / "images" / f"{v.name}.png", render_view(v, table))
+        save_image(out / "images" / f"{v.name}.png", render_view(v, table))
     for split, is_test in (("train", False), ("test", True)):
         write_json(out / f"transforms_{split}.json", {
             "camera_angle_x": CAMERA_ANGLE_X, "frames": _frames([v for v in views if v.is_test == is_test])})

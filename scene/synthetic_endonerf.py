@@ -32,7 +32,8 @@ import cv2
 import numpy as np
 
 from utils.errors import UserError, parse_size, run_cli
-from utils.io_utils import atomic_path, save_npy
+from utils.image_utils import write_stored_image
+from utils.io_utils import save_npy
 
 DEFAULT_FRAMES, DEFAULT_WIDTH, DEFAULT_HEIGHT = 24, 80, 64
 FOCAL_PER_WIDTH = 0.8  # focal length in pixels per image width (about 64 degrees horizontal FOV)
@@ -231,9 +232,7 @@ def _write_png(path: Path, array: np.ndarray) -> None:
     """Write a PNG atomically: [H, W] uint8/uint16, or [H, W, 3] uint8 RGB."""
     if array.ndim == 3:
         array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(tmp, array):
-            raise UserError(f"{path}: could not write image")
+    write_stored_image(path, array)
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:

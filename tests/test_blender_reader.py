@@ -4,11 +4,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
+
+from arguments import ModelParams
 
 from scene.blender_reader import RANDOM_INIT_POINTS, read_blender_scene
 from scene.dataset_readers import read_scene
@@ -19,7 +20,7 @@ W, H = 12, 8
 
 
 def _args(**kw):
-    return SimpleNamespace(**{"eval": False, "seed": 0, "white_background": False, **kw})
+    return ModelParams.defaults().replace(**kw)
 
 
 def _gl_look_at(eye, target=(0.0, 0.0, 0.0), up=(0.0, 0.0, 1.0)) -> list:

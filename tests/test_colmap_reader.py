@@ -4,10 +4,11 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
+
+from arguments import ModelParams
 
 from scene.colmap_loader import ColmapCamera, read_colmap_model, write_colmap_text
 from scene.colmap_reader import read_colmap_scene
@@ -19,7 +20,7 @@ N_CAMERAS, N_POINTS = 23, 1443  # colmap_bartoszek (see its PROVENANCE.txt)
 
 
 def _args(**kw):
-    return SimpleNamespace(**{"images": "images", "eval": False, **kw})
+    return ModelParams.defaults().replace(**kw)
 
 
 def _link_images(src: Path, dst: Path, skip: set[str] = frozenset()) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
+
+from arguments import ModelParams
 
 import convert
 from scene.colmap_loader import ColmapCamera, ColmapImage, ColmapModel, ColmapPoints, write_colmap_text
@@ -41,7 +42,7 @@ def _convert(scene: Path, *flags: str, backend: str = "pycolmap") -> None:
 
 def centre_alignment_error(scene: Path) -> float:
     """Largest camera-centre error after a similarity alignment, as a fraction of the true extent."""
-    info = read_colmap_scene(scene, SimpleNamespace(images="images", eval=False))
+    info = read_colmap_scene(scene, ModelParams.defaults())
     truth = {v.name: v for v in synthetic_views(N_VIEWS, 0, SIZE, SIZE)}
     assert sorted(c.image_name for c in info.train_cameras) == sorted(truth)  # every image registered
     est = np.stack([c.center for c in info.train_cameras])
@@ -63,7 +64,7 @@ def test_pycolmap_reconstruction_matches_truth(converted):
     print(f"camera-centre error after alignment: {err:.4%} of the extent")
     assert err < MAX_CENTRE_ERROR
     assert (converted / "distorted" / "database.db").is_file() and (converted / "distorted" / "convert.log").is_file()
-    info = read_colmap_scene(converted, SimpleNamespace(images="images", eval=True))
+    info = read_colmap_scene(converted, ModelParams.defaults().replace(eval=True))
     assert len(info.point_cloud.points) > 200 and info.test_cameras
 
 

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import shutil
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
+
+from arguments import ModelParams
 from scipy.stats import spearmanr
 
 from scene.endonerf_reader import (
@@ -28,11 +29,8 @@ N_SYN, W_SYN, H_SYN = 24, 80, 64
 OFFICIAL_FOCAL = 569.4682
 
 
-def _args(**kw) -> SimpleNamespace:
-    base = dict(images="images", depth_mode="auto", depth_scale=1.0, identity_poses=False,
-                num_init_points=30000, max_frames=0, seed=0, eval=False)
-    base.update(kw)
-    return SimpleNamespace(**base)
+def _args(**kw) -> ModelParams:
+    return ModelParams.defaults().replace(**kw)
 
 
 def _all_cams(info):
@@ -161,7 +159,7 @@ def test_c3vd_loads_with_identity_poses_in_numeric_order():
     cam = cams[0]
     valid = load_mask(cam.mask_path, cam.width, cam.height)
     assert not valid[0, 0] and not valid[-1, -1] and valid[cam.height // 2, cam.width // 2]  # outside the FOV excluded
-    depth = load_endonerf_depth(cam.depth_path, "auto", 1.0, valid)
+    depth = load_endonerf_depth(cam.depth_path, cam.depth_mode, cam.depth_scale, valid)
     assert depth.dtype == np.float32 and depth.shape == (1080, 1350)
     assert (depth[~valid] == 0).all() and (depth[valid] > 0).mean() > 0.95
     raw = cv2.imread(cam.depth_path, cv2.IMREAD_UNCHANGED)[..., 0].astype(float)
@@ -265,7 +263,7 @@ def test_depth_modes_clip_and_scale(tmp_path):
     raw = np.tile(np.arange(1, 201, dtype=np.uint16)[None], (5, 1))  # 5 x 200, values 1..200
     raw[0, 0] = 0
     cv2.imwrite(str(tmp_path / "d16.png"), raw)
-    d = load_endonerf_depth(tmp_path / "d16.png", "auto", 2.0)
+    d = load_endonerf_depth(tmp_path / "d16.png", "depth", 2.0)
     lo, hi = np.percentile(raw[raw > 0].astype(float), [3.0, 99.8])
     assert d[0, 0] == 0 and d.dtype == np.float32
     assert d[1].min() == pytest.approx(2 * lo) and d[1].max() == pytest.approx(2 * hi)
@@ -284,6 +282,8 @@ def test_depth_modes_clip_and_scale(tmp_path):
         load_endonerf_depth(tmp_path / "c.png", "depth", 1.0)
     with pytest.raises(UserError, match="depth_mode"):
         load_endonerf_depth(tmp_path / "d8.png", "disparity", 1.0)
+    with pytest.raises(ValueError, match="resolved once"):  # 'auto' is the reader's job, never the loader's
+        load_endonerf_depth(tmp_path / "d8.png", "auto", 1.0)
 
 
 def test_load_mask_convention_and_resize(tmp_path):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from argparse import ArgumentParser
 
 import numpy as np
 import pytest
@@ -21,16 +20,8 @@ ENDO_FAST = ["--densify_from_iter", "200", "--densification_interval", "100", "-
              "--lambda_depth", "0.2", "--quiet"]
 
 
-def _groups():
-    p = ArgumentParser()
-    lp, op = ModelParams(p), OptimizationParams(p)
-    a = p.parse_args([])
-    return lp.extract(a), op.extract(a)
-
-
 def test_tool_pixels_never_influence_the_loss():
-    dataset, opt = _groups()
-    opt.lambda_depth = 1.0
+    dataset, opt = ModelParams.defaults(), OptimizationParams.defaults().replace(lambda_depth=1.0)
     losses = TrainingLosses(dataset, opt, None, "cpu")
     g = torch.Generator().manual_seed(0)
     H, W = 24, 32

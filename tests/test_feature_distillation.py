@@ -80,7 +80,7 @@ def test_cluster_errors_are_one_line(trained):
     for args, needle in (
         (["-m", str(root / "feat"), "--k", "10000000"], "larger than the number of Gaussians"),
         (["-m", str(root / "plain")], "no per-Gaussian features"),
-        (["-m", str(root / "feat"), "--iteration", "7"], "iteration 7 was not saved"),
+        (["-m", str(root / "feat"), "--iteration", "7"], "--iteration 7: not saved"),
     ):
         res = subprocess.run([sys.executable, "cluster.py", *args, "--no_render"], cwd=ROOT, capture_output=True, text=True)
         assert res.returncode == 2 and needle in res.stderr and "Traceback" not in res.stderr, res.stderr

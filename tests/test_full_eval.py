@@ -153,6 +153,7 @@ def test_backbone_suite_plans_one_run_per_backbone_and_tabulates_them(tmp_path):
 
 
 def test_a_step_is_done_only_with_the_same_command_and_complete_outputs(tmp_path):
+    from scene.model_folder import ModelFolder
     from utils.eval_steps import stamp_path, step_command, step_done
     from utils.eval_suite import load_suite, plan_runs
     from utils.io_utils import write_json
@@ -160,8 +161,13 @@ def test_a_step_is_done_only_with_the_same_command_and_complete_outputs(tmp_path
     run = plan_runs(load_suite(SUITE), tmp_path)[1]  # the Blender scene: no extraction
     stamp = stamp_path(run, "metrics")
     write_json(stamp, {"command": ["python", *step_command(run, "metrics")], "seconds": 1.0})
-    assert not step_done(run, "metrics")  # stamp but no results.json
-    write_json(Path(run.model_path) / "results.json", {"ours_60": {"PSNR": 20.0}})
+    assert not step_done(run, "metrics")  # stamp but no model, no results.json
+    folder = ModelFolder(run.model_path)
+    folder.ply(60).parent.mkdir(parents=True)
+    folder.ply(60).write_bytes(b"ply\n")
+    write_json(folder.results_json, {"ours_30": {"PSNR": 20.0}})
+    assert not step_done(run, "metrics")  # results of another iteration than the latest model's
+    write_json(folder.results_json, {"ours_60": {"PSNR": 20.0}})
     assert step_done(run, "metrics")
     write_json(stamp, {"command": ["python", *step_command(run, "metrics"), "--split", "train"], "seconds": 1.0})
     assert not step_done(run, "metrics")  # the suite changed the command: run it again

@@ -15,6 +15,7 @@ import train
 from scene.gaussian_model import GaussianModel
 from scene.synthetic_blender import make_synthetic_blender
 from tests.conftest import ROOT
+from utils.errors import UserError
 
 FAST = ["--densify_from_iter", "100", "--densification_interval", "100", "--opacity_reset_interval", "100000",
         "--sh_increase_interval", "200", "--position_lr_max_steps", "{its}", "--quiet"]
@@ -121,5 +122,9 @@ def test_debug_flag_stops_at_the_first_non_finite_tensor(tmp_path):
     base = ["-s", str(scene), "--iterations", "5", "--test_iterations", "5", "--save_iterations", "5", "--quiet"]
     train.main(base + ["-m", str(tmp_path / "clean"), "--debug"])  # every check on, nothing diverges
     # a scaling learning rate this large makes exp(scale) overflow after the first step
-    with pytest.raises(FloatingPointError, match=r"render\(\): conics has non-finite values .* \(camera 'r_\d+'\)"):
+    with pytest.raises(UserError, match=r"--debug: render\(\): conics has non-finite values .* \(camera 'r_\d+'\)"):
         train.main(base + ["-m", str(tmp_path / "diverged"), "--debug", "--scaling_lr", "1e4"])
+    # without --debug the same run stops at the first non-finite loss or parameter, naming the flag
+    with pytest.raises(UserError, match=r"iteration \d+: .*training diverged; check --scaling_lr 10000"):
+        train.main(base + ["-m", str(tmp_path / "plain"), "--scaling_lr", "1e4"])
+    assert not (tmp_path / "plain" / "point_cloud").exists()

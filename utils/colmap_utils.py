@@ -250,22 +250,15 @@ def replace_dir(src: Path, dst: Path) -> None:
 
 def resize_images(src_dir: Path, dst_dir: Path, factor: int) -> int:
     """Write every image of ``src_dir`` at 1/``factor`` size (rounded) into ``dst_dir``; returns the count."""
-    import cv2
-
     from scene.reader_utils import list_images
-    from utils.image_utils import resize_image
-    from utils.io_utils import atomic_path
+    from utils.image_utils import decode_image, resize_image, write_stored_image
+    from utils.io_utils import read_file_bytes
 
     names = list_images(src_dir)
     for name in names:
-        img = cv2.imread(str(src_dir / name), cv2.IMREAD_UNCHANGED)
-        if img is None:
-            raise UserError(f"{src_dir / name}: cannot decode image for --resize")
+        img = decode_image(read_file_bytes(src_dir / name), src_dir / name)  # stored order, never a path to cv2
         h, w = img.shape[:2]
-        small = resize_image(img, max(1, round(w / factor)), max(1, round(h / factor)))
-        with atomic_path(dst_dir / name) as tmp:
-            if not cv2.imwrite(tmp, small):
-                raise UserError(f"{dst_dir / name}: could not write image")
+        write_stored_image(dst_dir / name, resize_image(img, max(1, round(w / factor)), max(1, round(h / factor))))
     return len(names)
 
 

@@ -36,7 +36,9 @@ def run_cli(main: Callable[[], object]) -> None:
         main()
     except UserError as exc:
         msg = " ".join(str(exc).split("\n"))
-        print(f"error: {msg}", file=sys.stderr)
+        from tqdm import tqdm
+
+        tqdm.write(f"error: {msg}", file=sys.stderr)  # on a line of its own, even under a progress bar
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -7,12 +7,11 @@ peak resident memory); it is skipped next time if that stamp exists, names the s
 and its outputs are present. Running a step again removes the stamps of the steps after it. Each child's output
 goes to ``MODEL/full_eval/STEP.log``.
 
-This module imports no torch: it runs on the driver and in Ray workers.
+Runs on the driver and in Ray workers; the scripts do the heavy work.
 """
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import time
@@ -20,8 +19,8 @@ from pathlib import Path
 
 from utils.errors import UserError
 from utils.eval_suite import ROOT, Run
-from utils.io_utils import RENDER_TIMING_FILE, read_json, write_json
-from utils.system_utils import saved_iterations
+from scene.model_folder import RENDER_TIMING_FILE, ModelFolder
+from utils.io_utils import read_json, write_json
 
 STEPS = ("extract", "train", "render", "metrics")
 STEP_DIR = "full_eval"  # MODEL/full_eval/{STEP.json, STEP.log}
@@ -29,7 +28,6 @@ SCRIPTS = {"extract": "extract_dino_features.py", "train": "train.py", "render":
 FEATURE_META = "features_meta.json"  # written last by extract_dino_features.py ("complete": true)
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 KIB_PER_MIB = 1024  # Linux reports ru_maxrss in KiB
-_OURS = re.compile(r"^ours_(\d+)$")
 
 
 class StepFailed(UserError):
@@ -49,8 +47,8 @@ def step_command(run: Run, step: str) -> list[str]:
     script = str(ROOT / SCRIPTS[step])
     if step == "extract":
         return [script, *run.extract_args]
-    if step == "train":
-        return [script, *run.train_args]
+    if step == "train":  # only run when not done: replaces what an interrupted run left
+        return [script, *run.train_args, "--overwrite"]
     if step == "render":
         return [script, "-m", run.model_path, "--skip_train", "--quiet"]
     return [script, "-m", run.model_path, "--quiet"]
@@ -84,25 +82,24 @@ def run_child(args: list[str], log: Path, env: dict[str, str], what: str) -> tup
     return seconds, usage.ru_maxrss / KIB_PER_MIB
 
 
-def latest_render_dir(model_path: str | Path) -> Path | None:
-    """MODEL/test/ours_N with the highest N, or None."""
-    test = Path(model_path) / "test"
-    dirs = [(int(m.group(1)), d) for d in (test.iterdir() if test.is_dir() else []) if (m := _OURS.match(d.name))]
-    return max(dirs)[1] if dirs else None
+def latest_render_dir(folder: ModelFolder) -> Path | None:
+    """MODEL/test/ours_N of the latest saved iteration N (what render.py renders), or None before training."""
+    its = folder.saved_iterations()
+    return folder.renders_dir("test", its[-1]) if its else None
 
 
 def outputs_present(run: Run, step: str) -> bool:
     """Whether ``step``'s outputs exist and are complete (checked together with its stamp)."""
-    model = Path(run.model_path)
+    folder = ModelFolder(run.model_path)
     if step == "extract":
         meta = Path(run.feature_dir) / FEATURE_META
         return meta.is_file() and bool(read_json(meta).get("complete"))
     if step == "train":
-        return bool(saved_iterations(model))
+        return bool(folder.saved_iterations())
+    render_dir = latest_render_dir(folder)
     if step == "render":
-        d = latest_render_dir(model)
-        return d is not None and (d / RENDER_TIMING_FILE).is_file()
-    return (model / "results.json").is_file()
+        return render_dir is not None and (render_dir / RENDER_TIMING_FILE).is_file()
+    return render_dir is not None and folder.results_json.is_file() and render_dir.name in read_json(folder.results_json)
 
 
 def stamp_path(run: Run, step: str) -> Path:
@@ -158,19 +155,18 @@ def _stamp(run: Run, step: str) -> dict:
 
 def collect_row(run: Run) -> dict:
     """A run's table row from its files: metrics, timings, Gaussian count, memory (None where absent)."""
-    model = Path(run.model_path)
+    folder = ModelFolder(run.model_path)
     row: dict = {"run": run.name, "scene": run.scene, "backbone": run.backbone}
-    results = read_json(model / "results.json") if (model / "results.json").is_file() else {}
-    key = max(results, key=lambda k: int(_OURS.match(k).group(1)) if _OURS.match(k) else -1, default=None)
-    res = results.get(key, {}) if key else {}
+    render_dir = latest_render_dir(folder)
+    results = read_json(folder.results_json) if folder.results_json.is_file() else {}
+    res = results.get(render_dir.name, {}) if render_dir else {}
     row.update(PSNR=res.get("PSNR"), SSIM=res.get("SSIM"), LPIPS=res.get("LPIPS"), mask=res.get("mask"),
                test_views=res.get("num_views"))
-    its = saved_iterations(model)
+    its = folder.saved_iterations()
     row["iterations"] = its[-1] if its else None
-    row["gaussians"] = ply_vertex_count(model / "point_cloud" / f"iteration_{its[-1]}" / "point_cloud.ply") if its else None
+    row["gaussians"] = ply_vertex_count(folder.ply(its[-1])) if its else None
     train = _stamp(run, "train")
     row["train_s"], row["peak_mib"] = train.get("seconds"), train.get("peak_rss_mib")
-    render_dir = latest_render_dir(model)
     timing = render_dir / RENDER_TIMING_FILE if render_dir else None
     row["fps"] = read_json(timing).get("fps") if timing and timing.is_file() else None
     extract = _stamp(run, "extract")

@@ -80,4 +80,6 @@ def feature_loss(pred: torch.Tensor, target: torch.Tensor, kind: str, mask: torc
 
 
 def decoder_path(model_path: str | os.PathLike, iteration: int) -> Path:
-    return Path(model_path) / "point_cloud" / f"iteration_{iteration}" / DECODER_FILE
+    from scene.model_folder import ModelFolder
+
+    return ModelFolder(model_path).iteration_dir(iteration) / DECODER_FILE

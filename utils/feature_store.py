@@ -26,12 +26,15 @@ import torch
 from utils.dino_utils import DinoExtractor
 from utils.errors import UserError
 from utils.feature_pca import basis_tensors, project
-from utils.io_utils import load_npy, read_json
+from utils.image_utils import IMAGE_EXTENSIONS as IMAGE_SUFFIXES  # the one list of image extensions
+from utils.io_utils import load_npy, read_json_object
 
 META_NAME = "features_meta.json"
 FORMAT_VERSION = 1
 UPSAMPLE_MODES = ("none", "bilinear", "hr")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# features_meta.json keys every reader relies on, with their JSON types (checked at load, named on error)
+META_FIELD_TYPES = {"complete": bool, "model": str, "layers": list, "resolution": int, "norm": bool, "channels": int,
+                    "upsample": str, "patch_size": int, "feature_dim": int, "mean": list, "std": list, "images": dict}
 
 
 def image_stem(name: str) -> str:
@@ -73,14 +76,46 @@ def read_feature_meta(feature_dir: str | os.PathLike) -> tuple[Path, dict]:
     if not meta_path.is_file():
         what = "is empty" if not any(folder.iterdir()) else f"has no {META_NAME}"
         raise UserError(f"{folder}: feature folder {what}; {hint}")
-    meta = read_json(meta_path)
-    if not isinstance(meta, dict) or meta.get("version") != FORMAT_VERSION:
-        found = meta.get("version") if isinstance(meta, dict) else type(meta).__name__
-        raise UserError(f"{meta_path}: unsupported feature format version {found} (expected {FORMAT_VERSION}); "
+    meta = read_json_object(meta_path, {"version": int})
+    if meta["version"] != FORMAT_VERSION:
+        raise UserError(f"{meta_path}: unsupported feature format version {meta['version']} (expected {FORMAT_VERSION}); "
                         "re-extract with --overwrite")
-    if not meta.get("complete", False):
+    check_meta_types(meta_path, meta)
+    if not meta["complete"]:
         raise UserError(f"{meta_path}: extraction did not finish; re-run extract_dino_features.py (it resumes)")
     return meta_path, meta
+
+
+def _is(value, kind) -> bool:
+    return isinstance(value, kind) and not (kind in (int, float, (int, float)) and isinstance(value, bool))
+
+
+def check_meta_types(meta_path: Path, meta: dict) -> None:
+    """One-line UserError naming the file and key of the first field of the wrong type or value."""
+    fix = "re-extract with --overwrite"
+    read_json_object(meta_path, META_FIELD_TYPES)
+    numbers = lambda v, n=None: isinstance(v, list) and all(_is(x, (int, float)) for x in v) and (n is None or len(v) == n)  # noqa: E731
+    checks = {
+        "layers": (numbers(meta["layers"]) and all(_is(x, int) and x >= 0 for x in meta["layers"]) and meta["layers"],
+                   "a non-empty list of block indices"),
+        "resolution": (meta["resolution"] > 0, "a positive pixel size"),
+        "channels": (meta["channels"] > 0, "a positive channel count"),
+        "feature_dim": (meta["feature_dim"] > 0, "a positive channel count"),
+        "patch_size": (meta["patch_size"] > 0, "a positive pixel size"),
+        "upsample": (meta["upsample"] in UPSAMPLE_MODES, f"one of {', '.join(UPSAMPLE_MODES)}"),
+        "mean": (numbers(meta["mean"], 3), "3 numbers"),
+        "std": (numbers(meta["std"], 3) and all(x > 0 for x in meta["std"]), "3 positive numbers"),
+    }
+    for key, (ok, what) in checks.items():
+        if not ok:
+            raise UserError(f"{meta_path}: key '{key}' must be {what}, got {meta[key]!r}; {fix}")
+    pca = meta.get("pca")
+    if pca is not None:
+        raw = meta["feature_dim"] * len(meta["layers"])
+        ok = (isinstance(pca, dict) and numbers(pca.get("mean"), raw) and isinstance(pca.get("components"), list)
+              and len(pca["components"]) == meta["channels"] and all(numbers(r, raw) for r in pca["components"]))
+        if not ok:
+            raise UserError(f"{meta_path}: key 'pca' must hold mean [{raw}] and components [{meta['channels']}][{raw}]; {fix}")
 
 
 class DinoFeatureStore:
@@ -96,8 +131,6 @@ class DinoFeatureStore:
         self.meta_path, self.meta = read_feature_meta(self.folder)
         extractor.check_meta(self.meta, self.meta_path)
         self.extractor = extractor
-        if not isinstance(self.meta.get("channels"), int):
-            raise UserError(f"{self.meta_path}: field 'channels' is missing; re-extract with --overwrite")
         self.channels = self.meta["channels"]
         self.upsample = self.meta.get("upsample", "none")
         pca = self.meta.get("pca")
@@ -148,6 +181,8 @@ class DinoFeatureStore:
                             "delete it and re-run extract_dino_features.py")
         if not np.issubdtype(arr.dtype, np.floating):
             raise UserError(f"{path}: dtype {arr.dtype} is not floating point; delete it and re-extract")
+        if not np.isfinite(arr).all():
+            raise UserError(f"{path}: holds NaN/inf feature values; delete it and re-run extract_dino_features.py")
         expected = self._expected_from(stem, gt_image)
         if expected is not None and tuple(arr.shape[1:]) != expected:
             raise UserError(f"{path}: spatial size {tuple(arr.shape[1:])} but this image needs {expected} "
@@ -176,6 +211,6 @@ class DinoFeatureStore:
 def open_feature_store(feature_dir: str | os.PathLike, weights: str | os.PathLike | None = None,
                        random_init: bool | None = None, device: str | torch.device = "cpu") -> DinoFeatureStore:
     """Store plus an extractor built from the folder's own meta (model, layers, resolution, norm)."""
-    _, meta = read_feature_meta(feature_dir)
-    extractor = DinoExtractor.from_meta(meta, weights=weights, random_init=random_init, device=device)
+    meta_path, meta = read_feature_meta(feature_dir)
+    extractor = DinoExtractor.from_meta(meta, weights=weights, random_init=random_init, device=device, origin=str(meta_path))
     return DinoFeatureStore(feature_dir, extractor)

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 
-from utils.errors import UserError
 from utils.feature_distill import FeatureDecoder, choose_mode, decoder_path, feature_loss, teacher_at
 from utils.loss_utils import depth_l1_loss, l1_loss, ssim
 from utils.perceptual import mask_to_feature_res, perceptual_loss
@@ -33,12 +32,7 @@ class TrainingLosses:
         self.distill_mode = None
         use_perceptual = opt.lambda_perceptual > 0
         use_distill = opt.lambda_feature > 0 and dataset.feature_dim > 0
-        if opt.lambda_feature > 0 and dataset.feature_dim <= 0:
-            raise UserError("--lambda_feature needs per-Gaussian features: add --feature_dim D (e.g. 16)")
-        if (use_perceptual or use_distill) and not opt.dino_feature_dir:
-            raise UserError("--lambda_perceptual / --lambda_feature need --dino_feature_dir (made by extract_dino_features.py)")
-        if use_perceptual and opt.perceptual_every < 1:
-            raise UserError(f"--perceptual_every {opt.perceptual_every}: must be >= 1")
+        # flag combinations are validated when parsing (arguments.OptimizationParams.check)
         if use_perceptual or use_distill:
             from utils.feature_store import open_feature_store
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from argparse import Namespace
 from pathlib import Path
 
 import torch
@@ -34,9 +33,7 @@ class CameraSampler:
         self.stack = state["stack"].tolist()
 
 
-def write_cfg_args(model_path: str, args: Namespace) -> None:
-    """Save the parsed arguments as ``cfg_args`` (a Namespace repr that render.py parses as data)."""
-    write_text(Path(model_path) / "cfg_args", repr(Namespace(**vars(args))))
+CHECKPOINT_SHAPE_KEYS = ("sh_degree", "feature_dim", "deform_basis")  # must match the run that resumes
 
 
 def save_checkpoint(path: str | os.PathLike, gaussians, iteration: int, sampler: CameraSampler, extra: dict | None = None) -> None:
@@ -52,17 +49,54 @@ def save_checkpoint(path: str | os.PathLike, gaussians, iteration: int, sampler:
         torch.save(state, tmp)
 
 
+def _require(path, state: dict, key: str, kind: type | tuple) -> None:
+    if key not in state:
+        raise UserError(f"{path}: checkpoint lacks '{key}'; it was not written by this train.py")
+    if not isinstance(state[key], kind):
+        raise UserError(f"{path}: checkpoint entry '{key}' has the wrong type ({type(state[key]).__name__})")
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint` (weights_only: no code is unpickled)."""
+    """Load a checkpoint written by :func:`save_checkpoint` (weights_only: no code is unpickled), structure checked."""
     if not os.path.isfile(path):
         raise UserError(f"{path}: checkpoint not found (--start_checkpoint)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise UserError(f"{path}: not a readable checkpoint ({type(exc).__name__}); was it written by this train.py?") from None
-    if not isinstance(state, dict) or "model" not in state:
+    if not isinstance(state, dict):
         raise UserError(f"{path}: not a checkpoint written by this train.py")
+    for key, kind in (("model", dict), ("iteration", int), ("sampler", dict), ("torch_rng", torch.Tensor), ("extra", dict)):
+        _require(path, state, key, kind)
+    for key in ("params", "optimizer", "active_sh_degree", "spatial_lr_scale"):
+        _require(path, state["model"], key, object)
+    checkpoint_shape(path, state)
     return state
+
+
+def checkpoint_shape(path, state: dict) -> dict[str, int]:
+    """sh_degree, feature_dim and deform_basis of the model saved in a checkpoint (from its tensor shapes)."""
+    params = state["model"]["params"]
+    try:
+        n_sh = params["f_rest"].shape[1] + 1
+        return {"sh_degree": round(n_sh ** 0.5) - 1,
+                "feature_dim": params["semantic"].shape[1] if "semantic" in params else 0,
+                "deform_basis": params["deform"].shape[1] if "deform" in params else 0}
+    except (KeyError, AttributeError, IndexError, TypeError):
+        raise UserError(f"{path}: checkpoint parameters are incomplete; it was not written by this train.py") from None
+
+
+def check_checkpoint_matches(path, state: dict, iterations: int, shape: dict[str, int]) -> None:
+    """A resumed run must have the checkpoint's model shape and end after its iteration."""
+    done = int(state["iteration"])
+    if iterations <= done:
+        raise UserError(f"--iterations {iterations}: the checkpoint {path} is already at iteration {done}; "
+                        f"ask for more iterations to resume")
+    saved = checkpoint_shape(path, state)
+    for key in CHECKPOINT_SHAPE_KEYS:
+        if saved[key] != shape[key]:
+            raise UserError(f"--{key} {shape[key]}: the checkpoint {path} was trained with {saved[key]}; "
+                            f"resume with --{key} {saved[key]} (or train a new model)")
 
 
 @torch.no_grad()
