@@ -19,7 +19,6 @@ import numpy as np
 from utils.errors import UserError
 
 
-
 def _umask() -> int:
     """The process umask (read by setting and restoring it)."""
     mask = os.umask(0o022)
