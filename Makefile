@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 .PHONY: install browser demo test test-fast bench clean
 
-$(STAMP): requirements.txt submodules/cpu_rasterizer/setup.py
+$(STAMP): requirements.txt submodules/cpu_rasterizer/setup.py submodules/cpu_rasterizer/build_config.py $(wildcard submodules/cpu_rasterizer/csrc/*)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)

@@ -10,6 +10,7 @@ features; OUT/video/ours_N/ for time sequences.
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -22,7 +23,7 @@ from arguments.config import Params, param
 from gaussian_renderer import render
 from scene import Scene, background_color
 from scene.gaussian_model import GaussianModel
-from scene.model_folder import MASK_SOURCE_FILE
+from scene.model_folder import MASK_SOURCE_FILE, RENDER_TIMING_FILE
 from utils.errors import UserError, run_cli
 from utils.image_utils import colorize_depth, save_image
 from utils.io_utils import clear_folder, write_json
@@ -76,13 +77,19 @@ def render_set(out_dir: Path, cameras, gaussians, pipe, bg, feature_projector, q
     """Write renders, ground truth, depth (and masks / feature PCA) for ``cameras``.
 
     ``masks``: per camera [1,H,W] mask or None (from :func:`evaluation_masks`); ``mask_source``
-    describes them in ``mask_source.json`` for metrics.py.
+    describes them in ``mask_source.json`` for metrics.py. The time spent in render() alone is
+    written to RENDER_TIMING_FILE (frames per second, read by full_eval.py).
     """
     clear_folder(out_dir)  # never mix these renders with an earlier run's
     if any(m is not None for m in masks):
         write_json(out_dir / MASK_SOURCE_FILE, {"mask": mask_source})
+    render_s = 0.0
     for idx, cam in enumerate(tqdm(cameras, desc=f"Rendering {out_dir.parent.name}", disable=quiet)):
+        start = time.perf_counter()
         pkg = render(cam, gaussians, pipe, bg)
+        if pkg["render"].is_cuda:
+            torch.cuda.synchronize()
+        render_s += time.perf_counter() - start
         name = f"{idx:05d}.png"
         save_image(out_dir / "renders" / name, pkg["render"])
         save_image(out_dir / "gt" / name, cam.original_image)
@@ -91,6 +98,9 @@ def render_set(out_dir: Path, cameras, gaussians, pipe, bg, feature_projector, q
             save_image(out_dir / "masks" / name, masks[idx])
         if feature_projector is not None and pkg["feature_map"] is not None:
             save_image(out_dir / "features" / name, feature_projector(pkg["feature_map"]))
+    if cameras:
+        write_json(out_dir / RENDER_TIMING_FILE, {"views": len(cameras), "render_seconds": render_s,
+                                                  "fps": len(cameras) / max(render_s, 1e-9)})
 
 
 def render_sets(dataset: ModelParams, pipe: PipelineParams, opts: RenderParams) -> Path:
