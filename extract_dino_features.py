@@ -13,6 +13,7 @@ Under ``torchrun --nproc_per_node N`` the image batches are shared out over the 
 """
 from __future__ import annotations
 
+import utils.omp_policy  # noqa: F401  (first: sets OpenMP waiting before torch loads)
 import re
 import sys
 from dataclasses import dataclass

@@ -14,6 +14,7 @@ The suite file format is described in utils/eval_suite.py; examples are in suite
 """
 from __future__ import annotations
 
+import utils.omp_policy  # noqa: F401  (first: sets OpenMP waiting before torch loads)
 import logging
 import sys
 from argparse import ArgumentParser, Namespace

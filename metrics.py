@@ -10,6 +10,7 @@ protocol); results.json says which mask was used.
 """
 from __future__ import annotations
 
+import utils.omp_policy  # noqa: F401  (first: sets OpenMP waiting before torch loads)
 import sys
 from dataclasses import dataclass
 from pathlib import Path

@@ -9,6 +9,7 @@ features; OUT/video/ours_N/ for time sequences.
 """
 from __future__ import annotations
 
+import utils.omp_policy  # noqa: F401  (first: sets OpenMP waiting before torch loads)
 import sys
 import time
 from dataclasses import dataclass

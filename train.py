@@ -8,6 +8,7 @@ below; ``-h`` lists them all with their ranges and defaults.
 """
 from __future__ import annotations
 
+import utils.omp_policy  # noqa: F401  (first: sets OpenMP waiting before torch loads)
 import contextlib
 import sys
 from dataclasses import dataclass

@@ -35,14 +35,13 @@ import sys
 import time
 from pathlib import Path
 
-# the project's OpenMP waiting policy (gaussian_renderer/__init__.py); libgomp reads it when torch loads
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import torch  # noqa: E402
-
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+import utils.omp_policy  # noqa: E402,F401  (before torch)
+
+import torch  # noqa: E402
+
 
 from gaussian_renderer.backends.common import TILE_SIZE, bin_gaussians  # noqa: E402
 from gaussian_renderer.backends.cpu_backend import omp_wait_policy  # noqa: E402

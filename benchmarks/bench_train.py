@@ -34,14 +34,12 @@ import tempfile
 import time
 from pathlib import Path
 
-# the project's OpenMP waiting policy (gaussian_renderer/__init__.py); libgomp reads it when torch loads
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import torch  # noqa: E402
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(1, str(ROOT / "benchmarks"))
+import utils.omp_policy  # noqa: E402,F401  (before torch)
+
+import torch  # noqa: E402
 
 import gaussian_renderer  # noqa: E402
 import train  # noqa: E402

@@ -6,17 +6,7 @@ composited in one backend pass.
 """
 from __future__ import annotations
 
-import os
-
-# OpenMP waiting policy (torch's and the C++ rasterizer's threads share one libgomp, which
-# reads this once, when torch loads it, so it only takes effect when this package is
-# imported before torch; entry points should set it themselves before importing torch).
-# Passive: a thread that finds no work sleeps at once instead of spinning. Measured with the
-# benchmarks' --contention modes (README, "Contention"): training on the synthetic Blender scene
-# took 333 ms/it quiet and 1467 ms/it with one busy process per core under libgomp's default
-# spin-then-sleep, 154 and 92 ms/it with passive waiting.
-OMP_WAIT_POLICY = "PASSIVE"
-os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)
+import utils.omp_policy  # noqa: F401  (before torch; see that module)
 
 import torch  # noqa: E402
 
