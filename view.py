@@ -10,6 +10,7 @@ camera moves and full-resolution once it stops. Ctrl-C stops the server.
 """
 from __future__ import annotations
 
+import utils.omp_policy  # noqa: F401  (first: sets OpenMP waiting before torch loads)
 import sys
 import threading
 from dataclasses import dataclass

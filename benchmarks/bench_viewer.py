@@ -26,11 +26,12 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import cv2
-import numpy as np
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import utils.omp_policy  # noqa: E402,F401  (before torch)
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from scene.gaussian_model import GaussianModel  # noqa: E402
 from utils.errors import parse_size  # noqa: E402

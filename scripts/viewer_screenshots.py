@@ -15,6 +15,7 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import utils.omp_policy  # noqa: E402,F401  (before torch)
 
 from utils.errors import parse_size, run_cli  # noqa: E402
 from viewer.headless import browser_page, choose, frame_number, serve, slider_thumb, wait_frame  # noqa: E402
