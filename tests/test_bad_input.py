@@ -173,7 +173,7 @@ def test_features_meta_json_structure(scene, features, tmp_path, edit, needle):
 
 @pytest.mark.parametrize("content, needle", [
     (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
-    (b'{"version": 1, "model": "\xff"}', "invalid JSON"),
+    (b'{"version": 1, "model": "\xff"}', "JSON is not UTF-8 text"),
 ])
 def test_hostile_json_is_one_line(scene, features, tmp_path, content, needle):
     feats = Path(shutil.copytree(features, tmp_path / "dino"))
