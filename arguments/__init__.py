@@ -81,7 +81,7 @@ class OptimizationParams(Params):
     opacity_reset_interval: int = param(3000, "reset opacities every N iterations", ge=1)
     densify_from_iter: int = param(500, "first iteration of densification", ge=0)
     densify_until_iter: int = param(15_000, "last iteration of densification", ge=0)
-    densify_grad_threshold: float = param(0.0002, "screen-space gradient above which a Gaussian is densified", gt=0)
+    densify_grad_threshold: float = param(0.0002, "screen-space gradient above which a Gaussian is densified", ge=0)
     min_opacity: float = param(0.005, "prune Gaussians below this opacity", ge=0, le=1)
     max_screen_size: int = param(20, "prune Gaussians larger than this many pixels (after the first opacity reset)", ge=0)
     sh_increase_interval: int = param(1000, "raise the active SH degree every N iterations", ge=1)

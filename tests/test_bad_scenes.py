@@ -32,7 +32,7 @@ from scene.reader_utils import read_points_ply, same_aspect
 from scene.synthetic_blender import make_synthetic_blender, synthetic_views
 from scene.synthetic_endonerf import NAMES, make_synthetic_endonerf
 from tests.cli_helpers import assert_one_line_error, run_script
-from utils import image_utils
+from utils import io_utils
 from utils.errors import UserError
 from utils.image_utils import read_image
 from utils.io_utils import load_npy, save_npy
@@ -319,7 +319,7 @@ def test_unreadable_image_message(tmp_path, monkeypatch):
 
     def denied(*args, **kw):
         raise PermissionError(13, "Permission denied")
-    monkeypatch.setattr(image_utils, "open", denied, raising=False)
+    monkeypatch.setattr(io_utils, "open", denied, raising=False)
     with pytest.raises(UserError, match=r"r_000.png: permission denied reading the image file; fix its permissions"):
         read_image(path)
 
