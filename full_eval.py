@@ -17,11 +17,14 @@ from __future__ import annotations
 import utils.omp_policy  # noqa: F401  (first: sets OpenMP waiting before torch loads)
 import logging
 import sys
-from argparse import ArgumentParser, Namespace
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from tqdm import tqdm
 
+from arguments import parse
+from arguments.config import Params, param
 from utils.errors import UserError, run_cli
 from utils.eval_report import write_reports
 from utils.eval_steps import child_env, run_child, run_steps
@@ -32,43 +35,35 @@ GENERATED_STAMP = ".full_eval_generated.json"  # written into a generated scene 
 RAY_INSTALL_HINT = "pip install ray==2.60.0 (or pip install -r requirements.txt)"
 
 
-def build_parser() -> ArgumentParser:
-    p = ArgumentParser(description="Run a suite of scenes and tabulate the results (graphdeco full_eval.py)")
-    p.add_argument("--suite", required=True, help="suite file (JSON), e.g. suites/endonerf.json")
-    p.add_argument("--output_path", default="./eval", help="one folder per scene is made in here")
-    p.add_argument("--data_root", default=None, help="folder that relative source_path entries are resolved against "
-                                                     "(default: the suite file's folder)")
-    p.add_argument("--skip_training", action="store_true", help="leave out feature extraction and training")
-    p.add_argument("--skip_rendering", action="store_true")
-    p.add_argument("--skip_metrics", action="store_true")
-    p.add_argument("--random_init", action="store_true",
-                   help="DINO backbones with random weights (offline runs; said in the table's title)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="CPU threads of each script (OMP/MKL); 0 = inherit (Ray sets one per requested CPU)")
-    p.add_argument("--launcher", choices=("local", "ray"), default="local",
-                   help="local: scenes one after another; ray: one Ray task per scene")
-    p.add_argument("--address", default=None,
-                   help="ray: address of a running cluster (e.g. auto); default: start a private local instance")
-    p.add_argument("--num_cpus", type=int, default=1, help="ray: CPUs each scene requests when there is no GPU")
-    p.add_argument("--ray_cpus", type=int, default=None, help="ray: CPUs of the private local instance (default: all)")
-    p.add_argument("--quiet", action="store_true")
-    return p
+@dataclass(frozen=True)
+class FullEvalParams(Params):
+    """What full_eval.py runs and where."""
+
+    GROUP = "Suite"
+    suite: str = param("", "suite file (JSON), e.g. suites/endonerf.json")
+    output_path: str = param("./eval", "one folder per scene is made in here")
+    data_root: str | None = param(None, "folder that relative source_path entries are resolved against (default: the suite file's folder)")
+    skip_training: bool = param(False, "leave out feature extraction and training")
+    skip_rendering: bool = param(False, "leave out render.py")
+    skip_metrics: bool = param(False, "leave out metrics.py")
+    random_init: bool = param(False, "DINO backbones with random weights (offline runs; said in the table's title)")
+    threads: int = param(0, "CPU threads of each script (OMP/MKL); 0 = inherit (Ray sets one per requested CPU)", ge=0)
+    launcher: Literal["local", "ray"] = param("local", "local: scenes one after another; ray: one Ray task per scene")
+    address: str | None = param(None, "ray: address of a running cluster (e.g. auto); default: start a private local instance")
+    num_cpus: int = param(1, "ray: CPUs each scene requests when there is no GPU", ge=1)
+    ray_cpus: int | None = param(None, "ray: CPUs of the private local instance (default: all)", ge=1)
+    quiet: bool = param(False, "no progress bars or messages")
+
+    def check(self) -> None:
+        if not self.suite:
+            raise UserError("--suite is required: a suite file such as suites/synthetic.json")
+        if self.launcher != "ray" and (self.address or self.ray_cpus):
+            raise UserError("--address/--ray_cpus apply to --launcher ray only")
+        if self.address and self.ray_cpus:
+            raise UserError("--ray_cpus sizes a private local instance; a cluster given by --address has its own CPUs")
 
 
-def validate_args(args: Namespace) -> None:
-    if args.threads < 0:
-        raise UserError(f"--threads {args.threads}: must be 0 (inherit) or more")
-    if args.num_cpus < 1:
-        raise UserError(f"--num_cpus {args.num_cpus}: each scene needs at least one CPU")
-    if args.ray_cpus is not None and args.ray_cpus < 1:
-        raise UserError(f"--ray_cpus {args.ray_cpus}: must be at least 1")
-    if args.launcher != "ray" and (args.address or args.ray_cpus):
-        raise UserError("--address/--ray_cpus apply to --launcher ray only")
-    if args.address and args.ray_cpus:
-        raise UserError("--ray_cpus sizes a private local instance; a cluster given by --address has its own CPUs")
-
-
-def skipped_steps(args: Namespace) -> tuple[str, ...]:
+def skipped_steps(args: FullEvalParams) -> tuple[str, ...]:
     skip = []
     if args.skip_training:
         skip += ["extract", "train"]
@@ -110,7 +105,7 @@ def import_ray():
     return ray
 
 
-def run_ray(runs: list[Run], skip: tuple[str, ...], args: Namespace) -> list[dict]:
+def run_ray(runs: list[Run], skip: tuple[str, ...], args: FullEvalParams) -> list[dict]:
     """One Ray task per run (1 GPU each when the cluster has GPUs, else ``--num_cpus`` CPUs); rows in suite order."""
     ray = import_ray()
     if args.address:
@@ -143,8 +138,8 @@ def run_ray(runs: list[Run], skip: tuple[str, ...], args: Namespace) -> list[dic
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    args = build_parser().parse_args(argv)
-    validate_args(args)
+    (args,) = parse((FullEvalParams,), sys.argv[1:] if argv is None else argv,
+                    "Run a suite of scenes and tabulate the results (graphdeco full_eval.py)")
     suite = load_suite(args.suite, args.data_root)  # every suite error surfaces here, before anything runs
     if args.launcher == "ray":
         import_ray()

@@ -140,17 +140,19 @@ def _script_groups():
     import cluster
     import convert
     import extract_dino_features
+    import full_eval
     import metrics
     import render
     import view
 
     return {"train.py": train.GROUPS, "render.py": render.GROUPS, "cluster.py": cluster.GROUPS, "view.py": view.GROUPS,
             "metrics.py": (metrics.MetricsParams,), "convert.py": (convert.ConvertParams,),
-            "extract_dino_features.py": (extract_dino_features.ExtractParams,)}
+            "extract_dino_features.py": (extract_dino_features.ExtractParams,),
+            "full_eval.py": (full_eval.FullEvalParams,)}
 
 
 @pytest.mark.parametrize("script", ["train.py", "render.py", "cluster.py", "metrics.py", "convert.py", "extract_dino_features.py",
-                                    "view.py"])
+                                    "view.py", "full_eval.py"])
 def test_help_shows_every_flag_with_a_help_line_and_its_choices(script, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "400")  # one line per flag
     groups = _script_groups()[script]
