@@ -47,6 +47,8 @@ class TrainParams(Params):
     start_checkpoint: str = param("", "resume from this chkpntN.pth (bit-identical to an uninterrupted run)")
     overwrite: bool = param(False, "replace the outputs of an earlier run found in -m (otherwise that is refused)")
     quiet: bool = param(False, "no progress bars or messages")
+    debug_from: int = param(-1, "turn on --debug's checks after iteration N (0 = from the start, -1 = never)", ge=0, allowed=(-1,))
+    detect_anomaly: bool = param(False, "run the whole training in autograd's anomaly mode (slow; names the op behind a NaN gradient)")
 
 
 GROUPS = (ModelParams, OptimizationParams, PipelineParams, TrainParams)
@@ -113,8 +115,10 @@ def training(dataset: ModelParams, opt: OptimizationParams, pipe: PipelineParams
             gaussians.oneup_sh_degree()
         cam = train_cams[sampler.next()].to(device)
         background = torch.rand(3, device=device) if opt.random_background else bg
+        if iteration - 1 == run.debug_from:  # graphdeco's --debug_from: checks on from the next iteration
+            pipe = pipe.replace(debug=True)
         # --debug: autograd names the forward op behind a NaN gradient; render() checks its tensors
-        with torch.autograd.detect_anomaly(check_nan=True) if pipe.debug else contextlib.nullcontext():
+        with torch.autograd.detect_anomaly(check_nan=True) if pipe.debug or run.detect_anomaly else contextlib.nullcontext():
             pkg = render(cam, gaussians, pipe, background)
             loss, terms = losses(iteration, cam, pkg, gaussians)
             loss_value = check_loss(iteration, loss, terms, cam.image_name, opt)
@@ -180,7 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         metrics = training(model, opt, pipe, run)
     except FloatingPointError as exc:  # raised by --debug's checks, after autograd's detail
-        raise UserError(f"--debug: {exc}") from None
+        raise UserError(f"--debug{'/--debug_from' if run.debug_from >= 0 else ''}: {exc}") from None
     if not run.quiet:
         print("Training complete.")
     return metrics
