@@ -3,7 +3,8 @@
 
     python render.py -m OUT [--iteration -1] [--skip_train] [--skip_test] [--video]
 
-Writes OUT/{train,test}/ours_N/{renders,gt,depth}/00000.png; masks/ when views have
+Writes OUT/{train,test}/ours_N/{renders,gt,depth}/00000.png (right halves, exposure-compensated, for a
+model trained with --train_test_exp, as graphdeco's render.py); masks/ when views have
 evaluation masks (255 = pixel is scored); features/ when the model has per-Gaussian
 features; OUT/video/ours_N/ for time sequences.
 """
@@ -22,7 +23,8 @@ from arguments.config import Params, param
 from gaussian_renderer import render
 from scene import Scene, background_color
 from scene.gaussian_model import GaussianModel
-from scene.model_folder import MASK_SOURCE_FILE
+from scene.exposure import Exposures, right_half
+from scene.model_folder import MASK_SOURCE_FILE, ModelFolder
 from utils.errors import UserError, run_cli
 from utils.image_utils import colorize_depth, save_image
 from utils.io_utils import clear_folder, write_json
@@ -72,25 +74,39 @@ def evaluation_masks(scene: Scene, cameras, which: str) -> list:
 
 @torch.no_grad()
 def render_set(out_dir: Path, cameras, gaussians, pipe, bg, feature_projector, quiet: bool, masks: list,
-               mask_source: str) -> None:
+               mask_source: str, exposures: Exposures | None = None) -> None:
     """Write renders, ground truth, depth (and masks / feature PCA) for ``cameras``.
 
     ``masks``: per camera [1,H,W] mask or None (from :func:`evaluation_masks`); ``mask_source``
-    describes them in ``mask_source.json`` for metrics.py.
+    describes them in ``mask_source.json`` for metrics.py. ``exposures`` (--train_test_exp):
+    renders pass through each image's exposure and every image is cropped to its right half
+    (graphdeco's protocol: the left half of a test image fitted its exposure).
     """
     clear_folder(out_dir)  # never mix these renders with an earlier run's
     if any(m is not None for m in masks):
         write_json(out_dir / MASK_SOURCE_FILE, {"mask": mask_source})
+    crop = right_half if exposures is not None else (lambda x: x)
     for idx, cam in enumerate(tqdm(cameras, desc=f"Rendering {out_dir.parent.name}", disable=quiet)):
         pkg = render(cam, gaussians, pipe, bg)
+        image = pkg["render"] if exposures is None else exposures(pkg["render"], cam.image_name)
         name = f"{idx:05d}.png"
-        save_image(out_dir / "renders" / name, pkg["render"])
-        save_image(out_dir / "gt" / name, cam.original_image)
-        save_image(out_dir / "depth" / name, colorize_depth(pkg["depth"], pkg["alpha"] > 0.5))
+        save_image(out_dir / "renders" / name, crop(image))
+        save_image(out_dir / "gt" / name, crop(cam.original_image))
+        save_image(out_dir / "depth" / name, colorize_depth(crop(pkg["depth"]), crop(pkg["alpha"]) > 0.5))
         if masks[idx] is not None:
-            save_image(out_dir / "masks" / name, masks[idx])
+            save_image(out_dir / "masks" / name, crop(masks[idx]))
         if feature_projector is not None and pkg["feature_map"] is not None:
-            save_image(out_dir / "features" / name, feature_projector(pkg["feature_map"]))
+            save_image(out_dir / "features" / name, feature_projector(crop(pkg["feature_map"])))
+
+
+def load_exposures(dataset: ModelParams, folder: ModelFolder, device) -> Exposures | None:
+    """The model's exposure.json when it was trained with --train_test_exp (else None)."""
+    if not dataset.train_test_exp:
+        return None
+    if not folder.exposure_json.is_file():
+        raise UserError(f"{folder.exposure_json}: not found, but cfg_args says --train_test_exp; retrain the model "
+                        "or restore the file")
+    return Exposures.load(folder.exposure_json, device)
 
 
 def render_sets(dataset: ModelParams, pipe: PipelineParams, opts: RenderParams) -> Path:
@@ -106,10 +122,12 @@ def render_sets(dataset: ModelParams, pipe: PipelineParams, opts: RenderParams) 
 
         projector = feature_colorizer(gaussians.get_semantic)
     root, it = scene.folder, scene.loaded_iter
+    exposures = load_exposures(dataset, root, device)
     for split, cams, skip in (("train", scene.getTrainCameras(), skip_train), ("test", scene.getTestCameras(), skip_test)):
         if not skip:
             masks = evaluation_masks(scene, cams, eval_mask)
-            render_set(root.renders_dir(split, it), cams, gaussians, pipe, bg, projector, quiet, masks, MASK_SOURCES[eval_mask])
+            render_set(root.renders_dir(split, it), cams, gaussians, pipe, bg, projector, quiet, masks, MASK_SOURCES[eval_mask],
+                       exposures)
     if video:
         from utils.video import render_sequence_video
 

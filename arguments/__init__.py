@@ -53,9 +53,8 @@ class ModelParams(Params):
                                                                 "a learned 1x1 decoder, or auto")
 
     def check(self) -> None:
-        for flag, on in (("--train_test_exp", self.train_test_exp), ("--depths", bool(self.depths))):
-            if on:
-                raise UserError(f"{flag}: {NOT_YET}")
+        if self.depths:
+            raise UserError(f"--depths: {NOT_YET}")
 
 
 @dataclass(frozen=True)
@@ -127,8 +126,6 @@ class OptimizationParams(Params):
             raise UserError(f"{' and '.join(needs_dino)} need --dino_feature_dir (a folder made by extract_dino_features.py)")
         if self.dino_feature_dir and not Path(self.dino_feature_dir).is_dir():
             raise UserError(f"--dino_feature_dir {self.dino_feature_dir}: folder not found; run extract_dino_features.py first")
-        if self.optimizer_type == "sparse_adam":
-            raise UserError(f"--optimizer_type sparse_adam: {NOT_YET}")
         if self.position_lr_final > self.position_lr_init:
             raise UserError(f"--position_lr_final {self.position_lr_final:g} is above --position_lr_init "
                             f"{self.position_lr_init:g}; the learning rate decays from init to final")

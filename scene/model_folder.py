@@ -5,6 +5,7 @@
     MODEL/cfg_args                                   loading parameters (arguments.files)
     MODEL/cameras.json, MODEL/input.ply              written when training starts
     MODEL/point_cloud/iteration_N/point_cloud.ply    saved Gaussians (+ feature_decoder.pt)
+    MODEL/exposure.json                              per-image exposures (--train_test_exp), rewritten with each save
     MODEL/chkpntN.pth                                checkpoints (--checkpoint_iterations)
     MODEL/{train,test}/ours_N/{renders,gt,depth,masks,features}/, mask_source.json   render.py
     MODEL/video/ours_N/                              render.py --video
@@ -51,6 +52,10 @@ class ModelFolder:
     @property
     def input_ply(self) -> Path:
         return self.root / "input.ply"
+
+    @property
+    def exposure_json(self) -> Path:
+        return self.root / "exposure.json"
 
     @property
     def point_cloud_dir(self) -> Path:
@@ -116,7 +121,7 @@ class ModelFolder:
 
     def run_outputs(self) -> list[Path]:
         """What a training run (and the scripts after it) wrote here: removed by ``train.py --overwrite``."""
-        fixed = [self.cfg_args, self.cameras_json, self.input_ply, self.point_cloud_dir, self.root / "video",
+        fixed = [self.cfg_args, self.cameras_json, self.input_ply, self.exposure_json, self.point_cloud_dir, self.root / "video",
                  *(f(s) for s in SPLITS for f in (self.results_json, self.per_view_json, self.results_info_json)),
                  self.clusters_dir, *(self.root / s for s in SPLITS)]
         checkpoints = [self.checkpoint(i) for i in self.checkpoint_iterations()]

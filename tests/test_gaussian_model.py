@@ -1,7 +1,7 @@
 """Gaussian model: PLY round trip, optimizer surgery in densify/prune, deformation identity at init."""
 from __future__ import annotations
 
-from argparse import ArgumentParser
+import dataclasses
 
 import numpy as np
 import pytest
@@ -16,12 +16,7 @@ from utils.errors import UserError
 
 
 def _opt(**kw):
-    p = ArgumentParser()
-    op = OptimizationParams(p)
-    o = op.extract(p.parse_args([]))
-    for k, v in kw.items():
-        setattr(o, k, v)
-    return o
+    return dataclasses.replace(OptimizationParams.defaults(), **kw)  # unchecked: tests use edge values (threshold 0)
 
 
 def _model(n=50, feature_dim=0, deform=0, seed=0):
