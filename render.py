@@ -104,8 +104,8 @@ def load_exposures(dataset: ModelParams, folder: ModelFolder, device) -> Exposur
     if not dataset.train_test_exp:
         return None
     if not folder.exposure_json.is_file():
-        raise UserError(f"{folder.exposure_json}: not found, but cfg_args says --train_test_exp; retrain the model "
-                        "or restore the file")
+        raise UserError(f"--train_test_exp: {folder.exposure_json} not found; the model was trained without "
+                        "--train_test_exp (drop the flag) or the file was removed (retrain)")
     return Exposures.load(folder.exposure_json, device)
 
 

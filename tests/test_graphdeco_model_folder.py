@@ -74,3 +74,10 @@ def test_render_reads_graphdeco_keys_and_ignores_its_model_path(graphdeco_model)
 def test_cluster_on_a_graphdeco_model_says_it_has_no_features(graphdeco_model):
     proc = run_script("cluster.py", "-m", graphdeco_model, "--quiet")
     assert_one_line_error(proc, "per-Gaussian features")
+
+
+def test_render_with_train_test_exp_needs_the_exposures(graphdeco_model):
+    from utils.errors import UserError
+
+    with pytest.raises(UserError, match="--train_test_exp: .*exposure.json not found; the model was trained without"):
+        render.main(["-m", str(graphdeco_model), "--quiet", "--train_test_exp"])
