@@ -8,9 +8,9 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_output
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install browser demo test test-fast bench clean
 
-$(STAMP): requirements.txt submodules/cpu_rasterizer/setup.py
+$(STAMP): requirements.txt submodules/cpu_rasterizer/setup.py submodules/cpu_rasterizer/build_config.py $(wildcard submodules/cpu_rasterizer/csrc/*)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)
@@ -21,10 +21,16 @@ $(STAMP): requirements.txt submodules/cpu_rasterizer/setup.py
 
 install: $(STAMP)
 
+# Headless Chromium for tests/test_viewer_browser.py (skipped, saying why, when it is absent).
+browser:
+	@[ -x /usr/bin/chromium ] || ! command -v apt-get >/dev/null || [ "$$(id -u)" != 0 ] \
+		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } \
+		|| echo "warning: could not install chromium; the browser tests will be skipped"
+
 demo: install
 	$(PY) scripts/demo.py --out $(DEMO_DIR)
 
-test: install
+test: install browser
 	$(PY) -m pytest tests -q -ra $(PYTEST_ARGS)
 
 test-fast: install
@@ -33,6 +39,7 @@ test-fast: install
 bench: install
 	$(PY) benchmarks/bench_rasterizer.py
 	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_viewer.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) submodules/cpu_rasterizer/build

@@ -11,6 +11,7 @@ the test views coloured by cluster (renders/all/) and of each cluster alone
 """
 from __future__ import annotations
 
+import utils.omp_policy  # noqa: F401  (first: sets OpenMP waiting before torch loads)
 import sys
 from dataclasses import dataclass
 from pathlib import Path

@@ -8,9 +8,12 @@
 Writes OUTPUT_DIR/<image stem>.npy ([channels, h, w], channels-first, layers concatenated
 on the channel axis; float16 with --fp16 else float32; see utils/feature_store.py) and
 OUTPUT_DIR/features_meta.json. Interrupted runs resume; settings must then match.
+Under ``torchrun --nproc_per_node N`` the image batches are shared out over the ranks
+(utils/distributed.py); the files are the same as one process writes.
 """
 from __future__ import annotations
 
+import utils.omp_policy  # noqa: F401  (first: sets OpenMP waiting before torch loads)
 import re
 import sys
 from dataclasses import dataclass
@@ -23,6 +26,7 @@ from tqdm import tqdm
 
 from arguments import parse
 from arguments.config import Params, param
+from utils import distributed as ddp
 from utils.dino_utils import HR_SHIFT_PX, META_CHECKED_FIELDS, DinoExtractor, resolve_device
 from utils.errors import UserError, run_cli
 from utils.feature_pca import (PCA_FIT_MAX_IMAGES, PCA_MAX_SAMPLES, PCA_SAMPLES_PER_IMAGE, PCA_SEED, basis_tensors,
@@ -171,13 +175,14 @@ def fit_feature_pca(extractor: DinoExtractor, files: list[Path], args: ExtractPa
     gen = torch.Generator().manual_seed(PCA_SEED)
     chosen = evenly_spaced(files, PCA_FIT_MAX_IMAGES)
     per_image = max(1, min(PCA_SAMPLES_PER_IMAGE, PCA_MAX_SAMPLES // len(chosen)))
-    samples = []
-    for paths, imgs in tqdm(list(iter_batches(chosen, args.batch_size)), desc="PCA fit", unit="batch"):
+    fitted = []  # per batch: [(features [C,h,w], valid cells [h,w] or None)], sampled below in image order
+    for paths, imgs in tqdm(list(ddp.shard(iter_batches(chosen, args.batch_size))), desc="PCA fit", unit="batch",
+                            disable=not ddp.is_main()):
         with torch.no_grad():
             feats = extractor.features(imgs)
-        for path, img, f in zip(paths, imgs, feats):
-            samples.append(sample_vectors(f, valid_cells(args, path, img, f.shape[-2:]), per_image, gen))
-    samples = torch.cat(samples)
+        fitted.append([(f.cpu(), valid_cells(args, path, img, f.shape[-2:])) for path, img, f in zip(paths, imgs, feats)])
+    samples = torch.cat([sample_vectors(f, valid, per_image, gen)
+                         for batch in ddp.gather_sharded(fitted) for f, valid in batch])
     if samples.shape[0] < 2:
         raise UserError(f"{args.mask_dir}: the masks exclude every feature cell; nothing to fit --pca_dim on")
     if args.pca_dim > min(samples.shape):
@@ -199,10 +204,11 @@ def extract_all(extractor: DinoExtractor, pending: list[Path], out_dir: Path, se
     """Compute and save features of ``pending`` images; returns their meta records."""
     tensors = basis_tensors(basis, extractor.device) if basis else None
     dtype = np.float16 if args.fp16 else np.float32
-    entries: dict = {}
+    batch_entries: list[dict] = []
     warned = False
-    with tqdm(total=len(pending), desc="DINO features", unit="img") as bar:
-        for paths, imgs in iter_batches(pending, args.batch_size):
+    total = len(pending) if ddp.world_size() == 1 else None  # a rank's share is known only batch by batch
+    with tqdm(total=total, desc="DINO features", unit="img", disable=not ddp.is_main()) as bar:
+        for paths, imgs in ddp.shard(iter_batches(pending, args.batch_size)):
             with torch.no_grad():
                 feats = compute_stored_features(extractor, imgs.to(extractor.device), settings, tensors)
             arrays = feats.float().cpu().numpy().astype(dtype)
@@ -210,11 +216,12 @@ def extract_all(extractor: DinoExtractor, pending: list[Path], out_dir: Path, se
                 print(f"note: {arrays[0].nbytes / 2 ** 20:.0f} MiB per feature file; consider --pca_dim or "
                       "--upsample none", file=sys.stderr)
                 warned = True
+            batch_entries.append({})
             for path, arr in zip(paths, arrays):
                 save_npy(out_dir / f"{path.stem}.npy", arr)
-                entries[path.stem] = image_entry(extractor, path, tuple(imgs.shape[-2:]), arr.shape)
+                batch_entries[-1][path.stem] = image_entry(extractor, path, tuple(imgs.shape[-2:]), arr.shape)
             bar.update(len(paths))
-    return entries
+    return {stem: e for part in ddp.gather_sharded(batch_entries) for stem, e in part.items()}
 
 
 def write_previews(files: list[Path], out_dir: Path, old_preview: dict | None, patch: int, upsampled: bool) -> dict:
@@ -240,8 +247,9 @@ def main(argv: list[str] | None = None) -> None:
     files = list_images(args.image_dir)
     out_dir = Path(args.output_dir)
     meta_path = out_dir / META_NAME
+    device = ddp.init_from_env(resolve_device(args.device))  # torchrun: join the ranks (no-op without)
     extractor = DinoExtractor(args.model, args.layers, args.resolution, args.weights, args.random_init,
-                              resolve_device(args.device), norm=args.norm)
+                              device, norm=args.norm)
     settings = run_settings(extractor, args)
     if args.pca_dim is not None and args.pca_dim > extractor.channels:
         raise UserError(f"--pca_dim {args.pca_dim}: larger than the {extractor.channels} feature channels")
@@ -255,11 +263,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.pca_dim and basis is None:
         basis = fit_feature_pca(extractor, files, args)
     entries = dict((old or {}).get("images", {}))
-    write_json(meta_path, {**settings, "pca": basis, "preview": None, "images": entries, "complete": False})
     pending = [f for f in files if args.overwrite or not (out_dir / f"{f.stem}.npy").is_file()]
-    if len(pending) < len(files):
+    ddp.barrier()  # every rank has seen the folder before anything is written to it
+    if ddp.is_main():
+        write_json(meta_path, {**settings, "pca": basis, "preview": None, "images": entries, "complete": False})
+    if len(pending) < len(files) and ddp.is_main():
         print(f"resuming: {len(files) - len(pending)} of {len(files)} images already done", file=sys.stderr)
-    entries.update(extract_all(extractor, pending, out_dir, settings, basis, args))
+    entries.update(extract_all(extractor, pending, out_dir, settings, basis, args))  # ends with every rank's files
+    if not ddp.is_main():
+        ddp.shutdown()  # rank 0 alone writes the meta
+        return
     for f in files:  # records of images done by an interrupted run
         if f.stem not in entries:
             arr = load_npy(out_dir / f"{f.stem}.npy")
@@ -268,6 +281,7 @@ def main(argv: list[str] | None = None) -> None:
                              args.upsample != "none") if args.preview else None
     write_json(meta_path, {**settings, "pca": basis, "preview": preview, "images": entries, "complete": True})
     print(f"wrote {len(pending)} feature files ({len(files)} total) to {out_dir}")
+    ddp.shutdown()
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ results_train.json, per_view_train.json and results_info_train.json.
 """
 from __future__ import annotations
 
+import utils.omp_policy  # noqa: F401  (first: sets OpenMP waiting before torch loads)
 import sys
 from dataclasses import dataclass
 from pathlib import Path

@@ -10,7 +10,9 @@ features; OUT/video/ours_N/ for time sequences.
 """
 from __future__ import annotations
 
+import utils.omp_policy  # noqa: F401  (first: sets OpenMP waiting before torch loads)
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -24,7 +26,7 @@ from gaussian_renderer import render
 from scene import Scene, background_color
 from scene.gaussian_model import GaussianModel
 from scene.exposure import Exposures, right_half
-from scene.model_folder import MASK_SOURCE_FILE, ModelFolder
+from scene.model_folder import MASK_SOURCE_FILE, RENDER_TIMING_FILE, ModelFolder
 from utils.errors import UserError, run_cli
 from utils.image_utils import colorize_depth, save_image
 from utils.io_utils import clear_folder, write_json
@@ -80,14 +82,20 @@ def render_set(out_dir: Path, cameras, gaussians, pipe, bg, feature_projector, q
     ``masks``: per camera [1,H,W] mask or None (from :func:`evaluation_masks`); ``mask_source``
     describes them in ``mask_source.json`` for metrics.py. ``exposures`` (--train_test_exp):
     renders pass through each image's exposure and every image is cropped to its right half
-    (graphdeco's protocol: the left half of a test image fitted its exposure).
+    (graphdeco's protocol: the left half of a test image fitted its exposure). The time spent in
+    render() alone is written to RENDER_TIMING_FILE (frames per second, read by full_eval.py).
     """
     clear_folder(out_dir)  # never mix these renders with an earlier run's
     if any(m is not None for m in masks):
         write_json(out_dir / MASK_SOURCE_FILE, {"mask": mask_source})
     crop = right_half if exposures is not None else (lambda x: x)
+    render_s = 0.0
     for idx, cam in enumerate(tqdm(cameras, desc=f"Rendering {out_dir.parent.name}", disable=quiet)):
+        start = time.perf_counter()
         pkg = render(cam, gaussians, pipe, bg)
+        if pkg["render"].is_cuda:
+            torch.cuda.synchronize()
+        render_s += time.perf_counter() - start
         image = pkg["render"] if exposures is None else exposures(pkg["render"], cam.image_name)
         name = f"{idx:05d}.png"
         save_image(out_dir / "renders" / name, crop(image))
@@ -97,6 +105,9 @@ def render_set(out_dir: Path, cameras, gaussians, pipe, bg, feature_projector, q
             save_image(out_dir / "masks" / name, crop(masks[idx]))
         if feature_projector is not None and pkg["feature_map"] is not None:
             save_image(out_dir / "features" / name, feature_projector(crop(pkg["feature_map"])))
+    if cameras:
+        write_json(out_dir / RENDER_TIMING_FILE, {"views": len(cameras), "render_seconds": render_s,
+                                                  "fps": len(cameras) / max(render_s, 1e-9)})
 
 
 def load_exposures(dataset: ModelParams, folder: ModelFolder, device) -> Exposures | None:

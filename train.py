@@ -8,6 +8,7 @@ below; ``-h`` lists them all with their ranges and defaults.
 """
 from __future__ import annotations
 
+import utils.omp_policy  # noqa: F401  (first: sets OpenMP waiting before torch loads)
 import contextlib
 import sys
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from utils.io_utils import ensure_writable_dir
 from utils.system_utils import pick_device
 from utils.train_losses import TrainingLosses
 from utils.train_utils import CameraSampler, check_checkpoint_matches, evaluate, load_checkpoint, save_checkpoint
+from viewer.params import TrainingViewerParams
+from viewer.training import TrainingViewer
 
 LOG_EVERY = 10  # progress-bar refresh interval (iterations)
 DESCRIPTION = "Train a Gaussian Splatting model"
@@ -52,7 +55,7 @@ class TrainParams(Params):
     detect_anomaly: bool = param(False, "run the whole training in autograd's anomaly mode (slow; names the op behind a NaN gradient)")
 
 
-GROUPS = (ModelParams, OptimizationParams, PipelineParams, TrainParams)
+GROUPS = (ModelParams, OptimizationParams, PipelineParams, TrainParams, TrainingViewerParams)
 
 
 def deform_basis_for(model: ModelParams, kind: str) -> int:
@@ -76,7 +79,8 @@ def prepare_model_folder(model: ModelParams, run: TrainParams) -> None:
     folder.remove_run_outputs()
 
 
-def training(dataset: ModelParams, opt: OptimizationParams, pipe: PipelineParams, run: TrainParams) -> dict:
+def training(dataset: ModelParams, opt: OptimizationParams, pipe: PipelineParams, run: TrainParams,
+             view: TrainingViewerParams = TrainingViewerParams.defaults()) -> dict:
     """Run training; returns the last test metrics (for tests and scripts)."""
     device = pick_device(dataset.device)
     data_device = device if dataset.data_device == "auto" else pick_device(dataset.data_device)
@@ -116,6 +120,7 @@ def training(dataset: ModelParams, opt: OptimizationParams, pipe: PipelineParams
         pkg = render(cam.to(device), gaussians, pipe, background)
         return pkg if exposures is None else {**pkg, "render": exposures(pkg["render"], cam.image_name)}
 
+    viewer = TrainingViewer.for_training(view, gaussians, pipe, bg, scene)
     progress = tqdm(range(first_iter, opt.iterations + 1), desc="Training", disable=run.quiet, initial=first_iter - 1, total=opt.iterations)
     ema_loss = ema_psnr = None
     last_metrics: dict = {}
@@ -174,29 +179,32 @@ def training(dataset: ModelParams, opt: OptimizationParams, pipe: PipelineParams
                 check_parameters(iteration, gaussians, opt)
                 extra = losses.state() if exposures is None else {**losses.state(), "exposure": exposures.state()}
                 save_checkpoint(folder.checkpoint(iteration), gaussians, iteration, sampler, extra)
+        viewer.update(gaussians, iteration, {"loss": ema_loss, "psnr": ema_psnr})
+        viewer.wait_while_paused()
     progress.close()
+    viewer.close()
     return last_metrics
 
 
-def parse_args(argv: list[str]) -> tuple[ModelParams, OptimizationParams, PipelineParams, TrainParams]:
+def parse_args(argv: list[str]) -> tuple[ModelParams, OptimizationParams, PipelineParams, TrainParams, TrainingViewerParams]:
     """Flags, ``--config`` and defaults merged and validated; ``-m`` defaults to output/<scene name>."""
-    model, opt, pipe, run = parse(GROUPS, argv, DESCRIPTION, config_file=True)
+    model, opt, pipe, run, view = parse(GROUPS, argv, DESCRIPTION, config_file=True)
     if not model.source_path:
         raise UserError("-s/--source_path is required (a COLMAP, Blender or EndoNeRF scene folder)")
     check_model_and_optimization(model, opt)
     changes = {"source_path": str(Path(model.source_path).absolute())}
     if not model.model_path:
         changes["model_path"] = str(Path("output") / Path(model.source_path).name)
-    return model.replace(**changes), opt, pipe, run
+    return model.replace(**changes), opt, pipe, run, view
 
 
 def main(argv: list[str] | None = None) -> dict:
-    model, opt, pipe, run = parse_args(sys.argv[1:] if argv is None else argv)
+    model, opt, pipe, run, view = parse_args(sys.argv[1:] if argv is None else argv)
     prepare_model_folder(model, run)
     if not run.quiet:
         print(f"Output folder: {model.model_path}")
     try:
-        metrics = training(model, opt, pipe, run)
+        metrics = training(model, opt, pipe, run, view)
     except FloatingPointError as exc:  # raised by --debug's checks, after autograd's detail
         raise UserError(f"--debug{'/--debug_from' if run.debug_from >= 0 else ''}: {exc}") from None
     if not run.quiet:

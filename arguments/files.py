@@ -19,22 +19,13 @@ from typing import Any
 from arguments.config import Params, Value, names
 from scene.model_folder import CFG_ARGS
 from utils.errors import UserError
-from utils.io_utils import write_text
+from utils.io_utils import read_text, write_text
 
 MAX_CONFIG_BYTES = 1 << 20  # a parameter file is a few kB; refuse anything huge before parsing it
 
 
 def _read_source(path: Path, what: str) -> str:
-    try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise UserError(f"{path}: {what} is larger than {MAX_CONFIG_BYTES} bytes; not a parameter file")
-        return path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: {what} is not UTF-8 text") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a folder, expected a {what} file") from None
-    except PermissionError:
-        raise UserError(f"{path}: permission denied reading the {what}") from None
+    return read_text(path, what, MAX_CONFIG_BYTES)
 
 
 def _literal(node: ast.AST, path: Path, line: int) -> Any:

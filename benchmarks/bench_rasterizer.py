@@ -6,10 +6,16 @@ threads, which stays meaningful when other jobs share the machine), the peak
 extra resident memory of one forward+backward and the throughput in (pixel,
 Gaussian) pairs per second. Pairs = sum over tiles of (tile pixels inside the
 image x Gaussians binned to the tile), i.e. the work of a tiled rasterizer
-before early termination.
+before early termination; the 3-sigma-square binning used before the support
+cut-off (backends/common.py) is printed alongside for comparison.
+
+``--contention`` times the C++ backend's forward+backward (C=3) on a quiet machine,
+then again with one busy process per CPU that it starts (and stops) itself, and
+prints the ratio. The OpenMP waiting policy in effect is printed with it.
 
     .venv/bin/python benchmarks/bench_rasterizer.py --threads 2
     .venv/bin/python benchmarks/bench_rasterizer.py --backends cpu --repeats 10
+    .venv/bin/python benchmarks/bench_rasterizer.py --contention
     python benchmarks/bench_rasterizer.py --device cuda --backends gsplat,torch --gaussians 50000,1000000 \
         --channels 3,19 --json rasterizer.json
 
@@ -24,17 +30,21 @@ import gc
 import math
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+import utils.omp_policy  # noqa: E402,F401  (before torch)
+
+import torch  # noqa: E402
+
 
 from gaussian_renderer.backends.common import TILE_SIZE, bin_gaussians  # noqa: E402
+from gaussian_renderer.backends.cpu_backend import omp_wait_policy  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 from utils.io_utils import write_json  # noqa: E402
 from utils.system_utils import pick_device  # noqa: E402
@@ -83,12 +93,26 @@ def make_scene(n: int, width: int, height: int, channels: int, seed: int = SEED)
     return f32(means), f32(conics), f32(opacities), f32(colors), f32(depths), radii
 
 
-def tile_pairs(scene, width: int, height: int) -> int:
-    """(pixel, Gaussian) pairs of a tiled rasterizer without early termination."""
-    means2d, _, _, _, depths, radii = scene
-    _, offsets = bin_gaussians(means2d, radii, depths, width, height, TILE_SIZE)
-    counts = (offsets[1:] - offsets[:-1]).double()
+def tile_pairs(scene, width: int, height: int, box: bool = False) -> int:
+    """(pixel, Gaussian) pairs of a tiled rasterizer without early termination.
+
+    box: count the tiles of each Gaussian's 3-sigma bounding square (the binning before
+    the support cut-off) rather than those its support ellipse meets.
+    """
+    means2d, conics, opacities, _, depths, radii = scene
     tiles_x = (width + TILE_SIZE - 1) // TILE_SIZE
+    tiles_y = (height + TILE_SIZE - 1) // TILE_SIZE
+    if box:
+        r = radii.double()
+        x0, x1, y0, y1 = [torch.floor((means2d[:, i].double() + sign * r) / TILE_SIZE).clamp(0, n - 1)
+                          for i, sign, n in ((0, -1, tiles_x), (0, 1, tiles_x), (1, -1, tiles_y), (1, 1, tiles_y))]
+        tx, ty = torch.arange(tiles_x), torch.arange(tiles_y)
+        inside = ((ty[None, :, None] >= y0[:, None, None]) & (ty[None, :, None] <= y1[:, None, None])
+                  & (tx[None, None, :] >= x0[:, None, None]) & (tx[None, None, :] <= x1[:, None, None]))
+        counts = inside.sum(0).flatten().double()
+    else:
+        _, offsets = bin_gaussians(means2d, conics, opacities, radii, depths, width, height, TILE_SIZE)
+        counts = (offsets[1:] - offsets[:-1]).double()
     tid = torch.arange(counts.numel())
     cols = (width - (tid % tiles_x) * TILE_SIZE).clamp_max(TILE_SIZE)
     rows = (height - (tid // tiles_x) * TILE_SIZE).clamp_max(TILE_SIZE)
@@ -199,6 +223,7 @@ def bench_scene(backends, n: int, channels: int, args) -> dict:
     size = (args.width, args.height)
     scene = make_scene(n, args.width, args.height, channels)
     pairs = tile_pairs(scene, args.width, args.height)
+    box_pairs = tile_pairs(scene, args.width, args.height, box=True)
     g = torch.Generator().manual_seed(SEED + 1)
     results = {}
     for name, fn in backends.items():
@@ -216,7 +241,7 @@ def bench_scene(backends, n: int, channels: int, args) -> dict:
             torch.cuda.empty_cache()
     out_mb = (channels + 1) * args.width * args.height * 4 / MB
     print(f"\nscene: {n} Gaussians, {args.width}x{args.height} (WxH), C={channels}, "
-          f"{pairs / 1e6:.1f} M tile pairs, output image {out_mb:.1f} MB")
+          f"{pairs / 1e6:.1f} M tile pairs ({box_pairs / 1e6:.1f} M with 3-sigma squares), output image {out_mb:.1f} MB")
     print(f"{'backend':<8} {'fwd ms':>9} {'fwd+bwd ms':>11} {'fwd cpu ms':>11} {'f+b cpu ms':>11} "
           f"{'peak extra MB':>14} {'G pairs/s fwd':>14}")
     for name, r in results.items():
@@ -224,6 +249,46 @@ def bench_scene(backends, n: int, channels: int, args) -> dict:
         print(f"{name:<8} {r['fwd']:>9.1f} {r['fb']:>11.1f} {r['fwd_cpu']:>11.1f} {r['fb_cpu']:>11.1f} "
               f"{mem:>14} {r['pairs_per_s'] / 1e9:>14.3f}")
     return results
+
+
+BUSY_LOOP = "while True: pass"
+
+
+def start_busy_processes(n: int) -> list[subprocess.Popen]:
+    """n Python processes spinning on a CPU each (they inherit this process's niceness)."""
+    return [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(n)]
+
+
+def stop_processes(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        p.kill()
+    for p in procs:
+        p.wait()
+
+
+def bench_contention(args) -> None:
+    """Forward+backward of the C++ backend (C=3) quiet, then with one busy process per CPU."""
+    fn = load_backends(["cpu"]).get("cpu")
+    if fn is None:
+        raise UserError("--contention needs the C++ backend (it could not be built or loaded here)")
+    size = (args.width, args.height)
+    n = int_list(args.gaussians, "--gaussians")[0]
+    scene = make_scene(n, args.width, args.height, 3)
+    g = torch.Generator().manual_seed(SEED + 1)
+    weights = (torch.randn(3, args.height, args.width, generator=g), torch.randn(1, args.height, args.width, generator=g))
+    quiet, quiet_cpu = time_forward_backward(fn, scene, size, "cpu", args.repeats, weights)
+    n_busy = os.cpu_count() or 1
+    busy = start_busy_processes(n_busy)
+    try:
+        time.sleep(0.5)  # let them get going
+        loaded, loaded_cpu = time_forward_backward(fn, scene, size, "cpu", args.repeats, weights)
+    finally:
+        stop_processes(busy)
+    print(f"\ncontention: C++ backend forward+backward, {n} Gaussians, C=3, {args.threads} threads, OpenMP wait policy "
+          f"{omp_wait_policy()}")
+    print(f"  quiet:               {quiet * 1e3:8.1f} ms wall  {quiet_cpu * 1e3:8.1f} ms cpu")
+    print(f"  {n_busy} busy processes:    {loaded * 1e3:8.1f} ms wall  {loaded_cpu * 1e3:8.1f} ms cpu")
+    print(f"  contended / quiet:   {loaded / quiet:8.2f}x (target <= 2x)")
 
 
 def int_list(text: str, flag: str) -> list[int]:
@@ -249,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated channel counts C (3 = RGB, 19 = RGB + 16 features)")
     ap.add_argument("--width", type=int, default=DEFAULT_WIDTH)
     ap.add_argument("--height", type=int, default=DEFAULT_HEIGHT)
+    ap.add_argument("--contention", action="store_true",
+                    help="time the C++ backend quiet and with one busy process per CPU (started here)")
     ap.add_argument("--json", default=None, help="also write every measurement to this JSON file")
     return ap
 
@@ -288,6 +355,9 @@ def main() -> None:
     sizes = int_list(args.gaussians, "--gaussians")
     channel_sets = int_list(args.channels, "--channels")
     torch.set_num_threads(args.threads)
+    if args.contention:
+        bench_contention(args)
+        return
     backends = load_backends([b.strip() for b in args.backends.split(",") if b.strip()])
     if not backends:
         raise UserError(f"--backends {args.backends}: none of them is available here")

@@ -13,25 +13,37 @@ the last iteration and, on CUDA, the peak GPU memory (torch.cuda.max_memory_allo
 A requested backend that cannot run here is skipped with a note, never replaced.
 ``--profile K`` then profiles K more iterations of the first backend (torch.profiler)
 and prints the time of the render stages (projection, SH, compositing) and the top ops.
+
+``--scene c3vd`` trains the real EndoNeRF sample (``../shared/data/endonerf_c3vd_first20
+--config arguments/endonerf/pulling.py --identity_poses -r 2``, 40 iterations by default)
+and prints the median s/iteration, the peak RSS and the ratio to the 0.36 s/iteration
+recorded in the README before issue 12. ``--contention`` repeats every run with one busy
+process per CPU (started and stopped here) and prints the slowdown against the quiet run.
+
+    python benchmarks/bench_train.py --scene c3vd --backends cpu [--contention]
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import resource
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(1, str(ROOT / "benchmarks"))
+import utils.omp_policy  # noqa: E402,F401  (before torch)
+
+import torch  # noqa: E402
 
 import gaussian_renderer  # noqa: E402
 import train  # noqa: E402
-from bench_rasterizer import load_backends  # noqa: E402
+from bench_rasterizer import load_backends, start_busy_processes, stop_processes  # noqa: E402
 from scene.synthetic_blender import make_synthetic_blender  # noqa: E402
 from scene.synthetic_endonerf import make_synthetic_endonerf  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
@@ -43,6 +55,10 @@ TIMING_WARMUP = 10  # iterations left out of the timing (when there are more tha
 PROFILE_TOP_OPS = 15
 PROFILE_SKIP = 10  # --profile: iterations run before the profiled ones (allocator and kernel warm-up)
 RENDER_STAGES = ("project_gaussians", "eval_sh", "get_rasterizer")  # gaussian_renderer names wrapped by --profile
+DEFAULT_ITERATIONS = {"blender": 200, "endonerf": 200, "c3vd": 40}
+C3VD_SCENE = ROOT.parent / "shared" / "data" / "endonerf_c3vd_first20"
+C3VD_ARGS = ["--config", str(ROOT / "arguments" / "endonerf" / "pulling.py"), "--identity_poses", "-r", "2"]
+RECORDED_C3VD_S_PER_IT = 0.36  # README, before issue 12 (median of iterations 6-40, quiet machine)
 
 
 def make_scene(kind: str, root: Path) -> Path:
@@ -56,7 +72,7 @@ def train_args(scene: Path, out: Path, backend: str, device: str, iterations: in
     """train.py flags of one run; ``score``: render the test views once, after the last iteration."""
     args = ["-s", str(scene), "-m", str(out), "--backend", backend, "--device", device, "--iterations", str(iterations),
             "--test_iterations", str(iterations if score else -1), "--save_iterations", str(iterations),
-            "--densify_from_iter", "50", "--densification_interval", "50", "--quiet", "--eval"]
+            "--densify_from_iter", "50", "--densification_interval", "50", "--quiet", "--eval", "--overwrite"]
     if feature_dim:
         args += ["--feature_dim", str(feature_dim)]
     return args + list(extra)
@@ -98,10 +114,50 @@ def time_training(args: list[str], iterations: int, device: str) -> dict:
     with on_each_render(lambda: stamps.append(time.perf_counter())):
         metrics = train.main(args)
     spans = stamps[untimed_iterations(iterations):iterations]
+    steps = [b - a for a, b in zip(spans, spans[1:])] or [0.0]
     return {"s_per_it": (spans[-1] - spans[0]) / max(len(spans) - 1, 1),
+            "median_s_per_it": statistics.median(steps),
             "test_psnr": metrics.get("test", {}).get("psnr"),
             "num_gaussians": metrics.get("num_gaussians"),
             "peak_gpu_mb": torch.cuda.max_memory_allocated() / MB if cuda else None}
+
+
+def contended(run):
+    """run() with one busy process per CPU alongside (they inherit this process's niceness)."""
+    busy = start_busy_processes(os.cpu_count() or 1)
+    try:
+        time.sleep(0.5)
+        return run()
+    finally:
+        stop_processes(busy)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def bench_c3vd(a, backend: str, tmp: Path) -> None:
+    """The c3vd sample at -r 2 with the pulling config: median s/iteration, peak RSS, ratio to the README."""
+    if not (C3VD_SCENE / "poses_bounds.npy").exists():
+        raise UserError(f"--scene c3vd: the sample is not at {C3VD_SCENE} (expected ../shared/data/endonerf_c3vd_first20)")
+
+    def run(tag: str) -> dict:
+        args = ["-s", str(C3VD_SCENE), "-m", str(tmp / f"c3vd_{tag}"), *C3VD_ARGS, "--backend", backend,
+                "--device", a.device, "--iterations", str(a.iterations), "--test_iterations", "-1",
+                "--save_iterations", str(a.iterations), "--quiet"]
+        return time_training(args, a.iterations, a.device)
+
+    quiet = run("quiet")["median_s_per_it"]
+    print(f"\nc3vd sample, -r 2, pulling config, backend {backend}, {a.iterations} iterations "
+          f"(first {untimed_iterations(a.iterations)} not timed), {a.threads} threads, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+    print(f"  median {quiet:.3f} s/iteration, peak RSS {peak_rss_mb():.0f} MB")
+    print(f"  vs README before issue 12 ({RECORDED_C3VD_S_PER_IT} s/iteration): "
+          f"{quiet / RECORDED_C3VD_S_PER_IT:.2f}x (target <= 0.33x)")
+    if a.contention:
+        busy = contended(lambda: run("busy"))["median_s_per_it"]
+        print(f"  with {os.cpu_count()} busy processes: {busy:.3f} s/iteration, {busy / quiet:.2f}x quiet (target <= 2x)")
 
 
 def extract_features(scene: Path, out: Path, model: str, resolution: int) -> Path:
@@ -163,8 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backends", nargs="+", default=["cpu", "torch"])
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda (train.py --device)")
-    ap.add_argument("--iterations", type=int, default=200)
-    ap.add_argument("--scene", choices=["blender", "endonerf"], default="blender")
+    ap.add_argument("--iterations", type=int, default=None,
+                    help=f"default: {', '.join(f'{k} {v}' for k, v in DEFAULT_ITERATIONS.items())}")
+    ap.add_argument("--scene", choices=list(DEFAULT_ITERATIONS), default="blender")
+    ap.add_argument("--contention", action="store_true",
+                    help="repeat every run with one busy process per CPU and print the slowdown")
     ap.add_argument("--feature_dims", nargs="+", type=int, default=[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--perceptual", action="store_true",
@@ -200,6 +259,7 @@ def print_profile(profiled: dict, iterations: int, backend: str) -> None:
 
 def main() -> None:
     a = build_parser().parse_args()
+    a.iterations = a.iterations or DEFAULT_ITERATIONS[a.scene]
     if a.iterations < 2 or a.threads < 1 or a.profile < 0:
         raise UserError("--iterations must be >= 2, --threads >= 1 and --profile >= 0")
     a.device = pick_device(a.device).type
@@ -211,6 +271,10 @@ def main() -> None:
               "gpu": torch.cuda.get_device_name() if a.device == "cuda" else None, "torch": torch.__version__,
               "perceptual": f"{a.perceptual_model}@{a.perceptual_resolution}" if a.perceptual else None,
               "rows": [], "profile": None}
+    if a.scene == "c3vd":
+        with tempfile.TemporaryDirectory() as tmp:
+            bench_c3vd(a, backends[0], Path(tmp))
+        return
 
     def save() -> None:  # after every row: a later failure keeps what was measured
         if a.json:
@@ -234,6 +298,14 @@ def main() -> None:
                                        "ms_per_it": r["s_per_it"] * 1e3, "vs_plain": r["s_per_it"] / base, **r})
                 print_row(report["rows"][-1])
                 save()
+                if a.contention:  # vs_plain of a +busy row: slowdown against the quiet run above
+                    busy = contended(lambda: time_training(args[:3] + [args[3] + "_busy"] + args[4:], a.iterations,
+                                                           a.device))
+                    report["rows"].append({"backend": label + "+busy", "feature_dim": d,
+                                           "it_per_s": 1.0 / busy["s_per_it"], "ms_per_it": busy["s_per_it"] * 1e3,
+                                           "vs_plain": busy["s_per_it"] / r["s_per_it"], **busy})
+                    print_row(report["rows"][-1])
+                    save()
         if a.profile:
             report["profile"] = profile_training(scene, Path(tmp) / "out_profile", backends[0], a.device, a.profile,
                                                  a.feature_dims[0])

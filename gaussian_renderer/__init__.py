@@ -6,11 +6,13 @@ composited in one backend pass.
 """
 from __future__ import annotations
 
-import torch
+import utils.omp_policy  # noqa: F401  (before torch; see that module)
 
-from gaussian_renderer.backends import get_rasterizer
-from gaussian_renderer.projection import project_gaussians
-from utils.sh_utils import eval_sh
+import torch  # noqa: E402
+
+from gaussian_renderer.backends import get_rasterizer  # noqa: E402
+from gaussian_renderer.projection import project_gaussians  # noqa: E402
+from utils.sh_utils import eval_sh  # noqa: E402
 
 
 def render(

@@ -10,12 +10,13 @@ from dataclasses import dataclass
 
 import torch
 
+from gaussian_renderer.backends.common import MAX_SUPPORT_SIGMAS
 from utils.general_utils import build_covariance
 
 NEAR_PLANE = 0.2  # Gaussians closer than this to the camera are culled (as in 3DGS)
 EPS_2D = 0.3  # isotropic pixel-space blur added to every 2D covariance (anti-aliasing low-pass)
 FRUSTUM_SLACK = 1.3  # Jacobian clamp: view-space x/z, y/z limited to 1.3x the half field of view
-SIGMA_EXTENT = 3.0  # screen radius = 3 standard deviations
+SIGMA_EXTENT = 3.0  # reported screen radius = 3 standard deviations (graphdeco's max_radii2D statistic)
 
 
 @dataclass
@@ -25,7 +26,8 @@ class Projected:
     means2d: [N, 2] pixel coordinates.
     conics: [N, 3] inverse 2D covariance (a, b, c) for a*dx^2 + 2b*dx*dy + c*dy^2.
     depths: [N] view-space z.
-    radii: [N] int32 pixel radius (0 = culled).
+    radii: [N] int32 pixel radius, 3 sigma of the major axis (0 = culled). Compositing uses it
+        only as the cull flag: a Gaussian's reach comes from its opacity (backends/common.py).
     """
 
     means2d: torch.Tensor
@@ -83,7 +85,8 @@ def project_gaussians(
         mid = 0.5 * (a + c)
         lam = mid + torch.sqrt((mid * mid - det).clamp_min(0.1))
         radius = torch.ceil(SIGMA_EXTENT * torch.sqrt(lam))
+        reach = MAX_SUPPORT_SIGMAS * torch.sqrt(lam)  # no opacity <= 1 reaches further (common.py)
         u, v = means2d[:, 0], means2d[:, 1]
-        on_screen = (u + radius > 0) & (u - radius < width) & (v + radius > 0) & (v - radius < height)
+        on_screen = (u + reach > 0) & (u - reach < width) & (v + reach > 0) & (v - reach < height)
         radii = torch.where(valid & on_screen, radius, torch.zeros_like(radius)).to(torch.int32)
     return Projected(means2d=means2d, conics=conics, depths=z, radii=radii)

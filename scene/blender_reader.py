@@ -38,8 +38,8 @@ import numpy as np
 from scene.dataset_readers import CameraInfo, PointCloud, SceneInfo, cameras_extent, split_every_nth
 from scene.reader_utils import check_image_size, path_inside, read_points_ply, unique_image_names
 from utils.errors import UserError
-from utils.image_utils import IMAGE_EXTENSIONS, image_size, shown_path
-from utils.io_utils import read_json
+from utils.image_utils import IMAGE_EXTENSIONS, image_size
+from utils.io_utils import read_json, shown_path
 
 # appended to a file_path without extension, in this order ("" = the path as is)
 IMAGE_SUFFIXES = ("",) + IMAGE_EXTENSIONS + tuple(ext.upper() for ext in IMAGE_EXTENSIONS)

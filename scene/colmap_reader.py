@@ -19,7 +19,7 @@ from scene.colmap_loader import ColmapCamera, ColmapModel, image_world_to_cam, m
 from scene.dataset_readers import CameraInfo, PointCloud, SceneInfo, cameras_extent, split_every_nth
 from scene.reader_utils import check_image_size, list_images, path_inside, short_list, unique_image_names
 from utils.errors import UserError
-from utils.image_utils import shown_path
+from utils.io_utils import shown_path
 
 MODEL_SUBDIRS = ("sparse/0", "sparse")
 PINHOLE_MODELS = ("PINHOLE", "SIMPLE_PINHOLE")

@@ -40,8 +40,8 @@ from scene.endonerf_depth import (  # noqa: F401  (re-exported: the public EndoN
 )
 from scene.reader_utils import same_aspect
 from utils.errors import UserError
-from utils.image_utils import IMAGE_EXTENSIONS, image_size, shown_path
-from utils.io_utils import load_npy
+from utils.image_utils import IMAGE_EXTENSIONS, image_size
+from utils.io_utils import load_npy, shown_path
 
 POSES_BOUNDS_COLUMNS = 17
 ROTATION_TOL = 1e-3  # max |R R^T - I| and |det R - 1| accepted for a pose's 3x3 block

@@ -7,7 +7,8 @@
     MODEL/point_cloud/iteration_N/point_cloud.ply    saved Gaussians (+ feature_decoder.pt)
     MODEL/exposure.json                              per-image exposures (--train_test_exp), rewritten with each save
     MODEL/chkpntN.pth                                checkpoints (--checkpoint_iterations)
-    MODEL/{train,test}/ours_N/{renders,gt,depth,masks,features}/, mask_source.json   render.py
+    MODEL/{train,test}/ours_N/{renders,gt,depth,masks,features}/, mask_source.json,
+                                                     render_timing.json   render.py
     MODEL/video/ours_N/                              render.py --video
     MODEL/results.json, MODEL/per_view.json          metrics.py (graphdeco's schema: numbers only)
     MODEL/results_info.json                          metrics.py: mask, protocol, view count, LPIPS net
@@ -26,6 +27,7 @@ from utils.errors import UserError
 
 CFG_ARGS = "cfg_args"
 MASK_SOURCE_FILE = "mask_source.json"  # in ours_N/: which mask the masks/ folder holds (render.py -> metrics.py)
+RENDER_TIMING_FILE = "render_timing.json"  # in ours_N/: views and seconds spent in render() (render.py -> full_eval.py)
 _ITERATION_DIR = re.compile(r"^iteration_(\d+)$")
 _CHECKPOINT = re.compile(r"^chkpnt(\d+)\.pth$")
 SPLITS = ("train", "test")

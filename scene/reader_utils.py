@@ -9,8 +9,8 @@ from plyfile import PlyData, PlyElement, PlyParseError
 
 from scene.dataset_readers import PointCloud
 from utils.errors import UserError
-from utils.image_utils import IMAGE_EXTENSIONS, image_size, shown_path
-from utils.io_utils import atomic_path
+from utils.image_utils import IMAGE_EXTENSIONS, image_size
+from utils.io_utils import atomic_path, shown_path
 
 SIZE_ROUNDING_PX = 1.0  # a downscaled image may differ from the exact scaled size by this much (rounding)
 DEFAULT_POINT_GREY = 0.5  # colour given to PLY points stored without colours

@@ -39,7 +39,7 @@ def main() -> None:
     out = Path(args.out).resolve()
     scene, feats, model = out / "scene", out / "dino_features", out / "model"
     times = {}
-    times["scene"] = run("1/6 synthetic EndoNeRF scene", ["-m", "scene.synthetic_endonerf", str(scene)])
+    times["scene"] = run("1/6 synthetic EndoNeRF scene", ["-m", "scene.synthetic_endonerf", str(scene), "--overwrite"])
     times["features"] = run("2/6 DINO features", [
         "extract_dino_features.py", "--image_dir", str(scene / "images"), "--output_dir", str(feats),
         "--model", "dino_vits16", "--resolution", "128", "--random_init", "--preview", "--pca_dim", "32"])
@@ -49,7 +49,7 @@ def main() -> None:
         "--densify_until_iter", str(args.iterations // 2), "--densify_from_iter", "200", "--opacity_reset_interval", "100000",
         "--lambda_depth", "0.1", "--dino_feature_dir", str(feats), "--dino_random_init",
         "--lambda_perceptual", "0.05", "--perceptual_every", "10",
-        "--feature_dim", "16", "--lambda_feature", "0.5"])
+        "--feature_dim", "16", "--lambda_feature", "0.5", "--overwrite"])  # the demo may be run again
     times["render"] = run("4/6 render", ["render.py", "-m", str(model), "--video"])
     times["metrics"] = run("5/6 metrics", ["metrics.py", "-m", str(model)])
     times["cluster"] = run("6/6 cluster", ["cluster.py", "-m", str(model), "--method", "kmeans", "--k", "4"])
@@ -67,6 +67,8 @@ def main() -> None:
         ("metrics", model / "results.json"), ("clusters", model / "clusters"),
     ]:
         print(f"  {label:32s} {path}")
+    print("Explore the model in a web browser (open the address it prints; Ctrl-C stops it):")
+    print(f"  python view.py -m {shlex.quote(str(model))}")
 
 
 if __name__ == "__main__":

@@ -109,7 +109,7 @@ def test_config_base_inheritance(tmp_path):
 
 def test_endonerf_configs_carry_the_published_protocol():
     for scene in ("pulling", "cutting"):
-        _, o, _, run = parse(train.GROUPS, ["--config", str(ROOT / "arguments" / "endonerf" / f"{scene}.py")], "t",
+        _, o, _, run, _ = parse(train.GROUPS, ["--config", str(ROOT / "arguments" / "endonerf" / f"{scene}.py")], "t",
                              config_file=True)
         assert o.iterations == 3000 and o.lambda_depth == 1.0 and run.test_iterations == [1000, 3000]
 
@@ -142,13 +142,15 @@ def _script_groups():
     import extract_dino_features
     import metrics
     import render
+    import view
 
-    return {"train.py": train.GROUPS, "render.py": render.GROUPS, "cluster.py": cluster.GROUPS,
+    return {"train.py": train.GROUPS, "render.py": render.GROUPS, "cluster.py": cluster.GROUPS, "view.py": view.GROUPS,
             "metrics.py": (metrics.MetricsParams,), "convert.py": (convert.ConvertParams,),
             "extract_dino_features.py": (extract_dino_features.ExtractParams,)}
 
 
-@pytest.mark.parametrize("script", ["train.py", "render.py", "cluster.py", "metrics.py", "convert.py", "extract_dino_features.py"])
+@pytest.mark.parametrize("script", ["train.py", "render.py", "cluster.py", "metrics.py", "convert.py", "extract_dino_features.py",
+                                    "view.py"])
 def test_help_shows_every_flag_with_a_help_line_and_its_choices(script, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "400")  # one line per flag
     groups = _script_groups()[script]

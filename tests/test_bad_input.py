@@ -160,6 +160,8 @@ def test_config_file_with_a_bad_key_or_value(scene, tmp_path):
     (lambda m: {**m, "channels": 0}, "key 'channels' must be a positive channel count"),
     (lambda m: {k: v for k, v in m.items() if k != "model"}, "missing key 'model'"),
     (lambda m: [m], "expected a JSON object"),
+    # F: a value read from the file is blamed on the file, not on a flag the user never typed
+    (lambda m: {**m, "layers": [40]}, "key 'layers' 40: vit_small_patch16_224.dino has blocks 0..11"),
 ])
 def test_features_meta_json_structure(scene, features, tmp_path, edit, needle):
     feats = Path(shutil.copytree(features, tmp_path / "dino"))
@@ -171,7 +173,7 @@ def test_features_meta_json_structure(scene, features, tmp_path, edit, needle):
 
 @pytest.mark.parametrize("content, needle", [
     (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
-    (b'{"version": 1, "model": "\xff"}', "invalid JSON"),
+    (b'{"version": 1, "model": "\xff"}', "JSON is not UTF-8 text"),
 ])
 def test_hostile_json_is_one_line(scene, features, tmp_path, content, needle):
     feats = Path(shutil.copytree(features, tmp_path / "dino"))

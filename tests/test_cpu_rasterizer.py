@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from gaussian_renderer.backends import common, cpu_backend, get_rasterizer, torch_backend
-from tests.raster_reference import image_and_grads, random_projected
+from tests.raster_reference import CUTOFF_KINDS, cutoff_scene, image_and_grads, oriented_gaussians, random_projected
 
 TOL = 1e-5  # float32 agreement: values absolute; gradients relative to the largest gradient (or 1)
 ISAS = {"auto": 0, "portable": 1}  # AVX2 when the CPU has it / the portable SSE2 (or NEON) build
@@ -34,20 +34,8 @@ def isa(request, monkeypatch, ext):
 
 def gaussians(means, sigmas, opacities, channels, seed=0, dtype=torch.float32):
     """Screen-space Gaussians from means [N,2], std-devs [N,2] (axis aligned, then a random tilt) and opacities [N]."""
-    g = torch.Generator().manual_seed(seed)
-    n = means.shape[0]
-    theta = torch.rand(n, generator=g, dtype=torch.float64) * math.pi
-    cos, sin = torch.cos(theta), torch.sin(theta)
-    va, vb = sigmas[:, 0].double() ** 2, sigmas[:, 1].double() ** 2
-    cxx, cxy, cyy = cos**2 * va + sin**2 * vb, cos * sin * (va - vb), sin**2 * va + cos**2 * vb
-    det = cxx * cyy - cxy**2
-    conics = torch.stack([cyy / det, -cxy / det, cxx / det], -1)
-    lam = 0.5 * (cxx + cyy) + torch.sqrt(0.25 * (cxx - cyy) ** 2 + cxy**2)
-    radii = torch.ceil(3 * torch.sqrt(lam)).to(torch.int32)
-    colors = torch.rand(n, channels, generator=g, dtype=torch.float64)
-    depths = torch.rand(n, generator=g, dtype=torch.float64) * 9 + 1
-    cast = lambda t: t.to(dtype).contiguous()  # noqa: E731
-    return cast(means), cast(conics), cast(opacities), cast(colors), cast(depths), radii
+    thetas = torch.rand(means.shape[0], generator=torch.Generator().manual_seed(seed + 1000), dtype=torch.float64)
+    return oriented_gaussians(means, sigmas, thetas * math.pi, opacities, channels, seed, dtype)
 
 
 def scene(kind: str, width: int, height: int, channels: int, seed: int = 0):
@@ -59,6 +47,8 @@ def scene(kind: str, width: int, height: int, channels: int, seed: int = 0):
 
     if kind == "random":
         return random_projected(300, width, height, channels, dtype=torch.float32, seed=seed)
+    if kind in CUTOFF_KINDS:
+        return cutoff_scene(kind, width, height, channels, dtype=torch.float32, seed=seed)
     if kind == "sparse":  # a corner cluster plus off-screen Gaussians: many empty tiles
         n = 40
         means = rand(n, 2) * 12 + 2
@@ -98,6 +88,9 @@ CASES = [  # kind, width, height, channels
     ("huge_tiny", 45, 33, 19),
     ("opacity_extremes", 48, 40, 3),
     ("random", 33, 18, 64),
+    ("solid_tails", 50, 40, 3),
+    ("diagonal", 64, 50, 3),
+    ("faint", 40, 36, 2),
 ]
 
 
@@ -108,9 +101,13 @@ def test_matches_torch_backend(isa, kind, width, height, channels):
                  image_and_grads(torch_backend.rasterize, sc, width, height))
 
 
-def test_float64_matches_torch_backend(isa):
+@pytest.mark.parametrize("kind", ("random",) + CUTOFF_KINDS)
+def test_float64_matches_torch_backend(isa, kind):
     width, height = 45, 38
-    sc = random_projected(200, width, height, 5, dtype=torch.float64, seed=9)
+    if kind == "random":
+        sc = random_projected(200, width, height, 5, dtype=torch.float64, seed=9)
+    else:
+        sc = cutoff_scene(kind, width, height, 5, dtype=torch.float64, seed=9)
     img, alpha, grads = image_and_grads(cpu_backend.rasterize, sc, width, height)
     img_r, alpha_r, grads_r = image_and_grads(torch_backend.rasterize, sc, width, height)
     torch.testing.assert_close(img, img_r, rtol=1e-12, atol=1e-12)
@@ -134,15 +131,18 @@ def test_early_termination_is_exercised(ext):
 def test_binning_matches_common(ext):
     width, height = 70, 45
     for dtype in (torch.float32, torch.float64):
-        means2d, _, _, _, depths, radii = random_projected(400, width, height, 1, dtype=dtype, seed=5)
-        means2d[:20] = torch.tensor([[26.0, 10.0]], dtype=dtype)  # rectangle edges exactly on tile borders
-        radii[:20] = 10
+        means2d, conics, opacities, _, depths, radii = random_projected(400, width, height, 1, dtype=dtype, seed=5)
         radii[20:40] = 0  # culled
-        depths[40:60] = depths[40]  # ties: lower index first
-        ids, offsets = ext.bin(means2d, radii, depths, width, height, common.TILE_SIZE)
-        ref_ids, ref_offsets = common.bin_gaussians(means2d, radii, depths, width, height)
+        opacities[40:50] = common.ALPHA_MIN * 0.9  # never reaches ALPHA_MIN: no tile
+        depths[60:80] = depths[60]  # ties: lower index first
+        conics[80] = torch.tensor([0.1, 0.5, 0.1], dtype=dtype)  # not positive definite: every tile
+        means2d[81:90] = torch.tensor([[32.0, 16.0]], dtype=dtype)  # means on tile corners
+        ids, offsets = ext.bin(means2d, conics, opacities, radii, depths, width, height, common.TILE_SIZE,
+                               common.ALPHA_MIN)
+        ref_ids, ref_offsets = common.bin_gaussians(means2d, conics, opacities, radii, depths, width, height)
         assert torch.equal(offsets, ref_offsets)
         assert torch.equal(ids.long(), ref_ids)
+        assert (ids == 80).sum() == offsets.numel() - 1 and not torch.isin(ids, torch.arange(20, 50)).any()
 
 
 def test_results_are_reproducible_across_thread_counts(ext):

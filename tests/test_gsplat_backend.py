@@ -132,3 +132,23 @@ def test_auto_on_cuda_without_gsplat_warns_and_uses_torch(monkeypatch):
     monkeypatch.setattr(backends, "_warned", set())
     with pytest.warns(UserWarning, match="gsplat unavailable; using the slow torch backend"):
         assert backends.get_rasterizer("auto", "cuda") is torch_backend.rasterize
+
+
+def test_support_radii_cover_the_contract_tiles():
+    """gsplat bins by per-axis radii: their boxes must hold every tile of the contract's support binning."""
+    from gaussian_renderer.backends import common
+
+    width, height = 70, 45
+    means2d, conics, opacities, _, depths, radii = random_projected(200, width, height, 1, dtype=torch.float32, seed=8)
+    radii[:10] = 0  # culled
+    opacities[10:20] = common.ALPHA_MIN * 0.5  # never reaches ALPHA_MIN
+    conics[20] = torch.tensor([0.1, 0.5, 0.1])  # not positive definite: must cover the image
+    r = gsplat_backend.support_radii(means2d, conics, opacities, radii, width, height)
+    assert r.shape == (200, 2) and r.dtype == torch.int32
+    assert (r[:20] == 0).all() and (r[20, 0] >= width) and (r[20, 1] >= height)
+    gid, tile_id = common.tile_pairs(means2d, conics, opacities, radii, width, height)
+    tx, ty = tile_id % 5, tile_id // 5
+    m, rg = means2d[gid].double(), r[gid].double()
+    # gsplat's tile range: [floor((m - r) / 16), ceil((m + r) / 16))
+    assert (torch.floor((m[:, 0] - rg[:, 0]) / 16) <= tx).all() and (tx < torch.ceil((m[:, 0] + rg[:, 0]) / 16)).all()
+    assert (torch.floor((m[:, 1] - rg[:, 1]) / 16) <= ty).all() and (ty < torch.ceil((m[:, 1] + rg[:, 1]) / 16)).all()

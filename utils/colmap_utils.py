@@ -251,7 +251,8 @@ def replace_dir(src: Path, dst: Path) -> None:
 def resize_images(src_dir: Path, dst_dir: Path, factor: int) -> int:
     """Write every image of ``src_dir`` at 1/``factor`` size (rounded) into ``dst_dir``; returns the count."""
     from scene.reader_utils import list_images
-    from utils.image_utils import decode_image, read_file_bytes, resize_image, write_stored_image
+    from utils.image_utils import decode_image, resize_image, write_stored_image
+    from utils.io_utils import read_file_bytes
 
     names = list_images(src_dir)
     for name in names:

@@ -124,7 +124,9 @@ class DinoExtractor:
 
     def __init__(self, model: str = "dinov2_vits14", layers: Sequence[int] | None = None,
                  resolution: int | None = None, weights: str | os.PathLike | None = None,
-                 random_init: bool = False, device: str | torch.device = "cpu", norm: bool = False):
+                 random_init: bool = False, device: str | torch.device = "cpu", norm: bool = False,
+                 origin: str | None = None):
+        self._origin = origin
         self.timm_name, self.short_name = resolve_model_name(model)
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.random_init = bool(random_init)
@@ -137,18 +139,22 @@ class DinoExtractor:
         default_res = int(self.model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
         self.resolution = int(resolution) if resolution else default_res
         if self.resolution < self.patch_size:
-            raise UserError(f"--resolution {self.resolution}: must be at least the patch size {self.patch_size}")
+            raise UserError(f"{self._setting('resolution')} {self.resolution}: must be at least the patch size {self.patch_size}")
         self.feature_dim = int(self.model.embed_dim)
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
 
+    def _setting(self, key: str) -> str:
+        """How a setting is named in messages: the flag, or the key of the file it was read from."""
+        return f"--{key}" if self._origin is None else f"{self._origin}: key '{key}'"
+
     @classmethod
     def from_meta(cls, meta: dict, weights: str | os.PathLike | None = None, random_init: bool | None = None,
-                  device: str | torch.device = "cpu") -> "DinoExtractor":
-        """Extractor with the settings recorded in a features_meta.json dict."""
+                  device: str | torch.device = "cpu", origin: str | None = None) -> "DinoExtractor":
+        """Extractor with the settings recorded in a features_meta.json dict (``origin``: that file, for messages)."""
         rand = bool(meta.get("random_init", False)) if random_init is None else random_init
         return cls(model=meta["model"], layers=meta["layers"], resolution=meta["resolution"], weights=weights,
-                   random_init=rand, device=device, norm=bool(meta.get("norm", False)))
+                   random_init=rand, device=device, norm=bool(meta.get("norm", False)), origin=origin)
 
     def _check_layers(self, layers: Sequence[int] | None) -> list[int]:
         """Absolute, validated block indices."""
@@ -158,7 +164,7 @@ class DinoExtractor:
         for i in layers:
             idx = int(i) + self.depth if int(i) < 0 else int(i)
             if not 0 <= idx < self.depth:
-                raise UserError(f"--layers {i}: {self.timm_name} has blocks 0..{self.depth - 1}")
+                raise UserError(f"{self._setting('layers')} {i}: {self.timm_name} has blocks 0..{self.depth - 1}")
             out.append(idx)
         return out
 

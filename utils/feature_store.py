@@ -211,6 +211,6 @@ class DinoFeatureStore:
 def open_feature_store(feature_dir: str | os.PathLike, weights: str | os.PathLike | None = None,
                        random_init: bool | None = None, device: str | torch.device = "cpu") -> DinoFeatureStore:
     """Store plus an extractor built from the folder's own meta (model, layers, resolution, norm)."""
-    _, meta = read_feature_meta(feature_dir)
-    extractor = DinoExtractor.from_meta(meta, weights=weights, random_init=random_init, device=device)
+    meta_path, meta = read_feature_meta(feature_dir)
+    extractor = DinoExtractor.from_meta(meta, weights=weights, random_init=random_init, device=device, origin=str(meta_path))
     return DinoFeatureStore(feature_dir, extractor)

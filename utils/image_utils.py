@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from utils.errors import UserError
-from utils.io_utils import atomic_path
+from utils.io_utils import atomic_path, read_file_bytes, shown_path
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  # compared lower-case
 JPEG_SOS, JPEG_EOI = b"\xff\xda", b"\xff\xd9"  # start-of-scan / end-of-image markers
@@ -22,28 +22,6 @@ PNG_SIGNATURE, PNG_IEND = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"  # file start 
 DECODER_DAMAGE = ("corrupt jpeg data", "premature end")  # libjpeg warnings after which the picture is damaged
 MAX_DECODER_NOTE = 120  # characters of a decoder's own message quoted in ours
 _STDERR_LOCK = threading.Lock()
-
-
-def shown_path(path: str | os.PathLike) -> str:
-    """A path for messages: non-UTF-8 bytes shown as \\xNN escapes, so printing it can never fail."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
-def read_file_bytes(path: str | os.PathLike, what: str = "image") -> bytes:
-    """The bytes of ``path`` read in Python (any path, non-UTF-8 included); unreadable -> UserError naming it."""
-    shown = shown_path(path)
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise UserError(f"{shown}: {what} file not found") from None
-    except IsADirectoryError:
-        raise UserError(f"{shown}: is a folder, not an {what} file; remove or rename it") from None
-    except PermissionError:
-        raise UserError(f"{shown}: permission denied reading the {what} file; fix its permissions "
-                        "(chmod u+r)") from None
-    except OSError as exc:
-        raise UserError(f"{shown}: cannot read the {what} file ({exc.strerror or exc})") from None
 
 
 def truncation_problem(data: bytes) -> str | None:

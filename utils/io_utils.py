@@ -126,21 +126,47 @@ def load_npy(path: str | os.PathLike) -> np.ndarray:
         raise UserError(f"{path}: not a readable .npy array ({exc}); delete it and regenerate it") from None
 
 
+def shown_path(path: str | os.PathLike) -> str:
+    """A path for messages: non-UTF-8 bytes shown as \\xNN escapes, so printing it can never fail."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def read_file_bytes(path: str | os.PathLike, what: str = "image") -> bytes:
+    """The bytes of ``path`` read in Python (any path, non-UTF-8 included); unreadable -> UserError naming it."""
+    shown = shown_path(path)
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise UserError(f"{shown}: {what} file not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{shown}: is a folder where the {what} file should be; remove or rename it") from None
+    except PermissionError:
+        raise UserError(f"{shown}: permission denied reading the {what} file; fix its permissions "
+                        "(chmod u+r)") from None
+    except OSError as exc:
+        raise UserError(f"{shown}: cannot read the {what} file ({exc.strerror or exc})") from None
+
+
+def read_text(path: str | os.PathLike, what: str, max_bytes: int | None = None) -> str:
+    """A UTF-8 text file's content; unreadable, oversized or non-UTF-8 -> UserError naming it."""
+    if max_bytes is not None and os.path.isfile(path) and os.path.getsize(path) > max_bytes:
+        raise UserError(f"{shown_path(path)}: {what} is larger than {max_bytes} bytes; not a file this toolkit reads")
+    try:
+        return read_file_bytes(path, what).decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{shown_path(path)}: {what} is not UTF-8 text") from None
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """Parse a JSON file; a malformed file is a :class:`UserError` naming it."""
+    text = read_text(path, "JSON")
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: invalid JSON ({exc})") from None
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{shown_path(path)}: invalid JSON ({exc})") from None
     except RecursionError:
-        raise UserError(f"{path}: JSON nested too deeply; not a file this toolkit writes") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a folder, expected a JSON file") from None
-    except PermissionError:
-        raise UserError(f"{path}: permission denied reading it") from None
+        raise UserError(f"{shown_path(path)}: JSON nested too deeply; not a file this toolkit writes") from None
 
 
 def read_json_object(path: str | os.PathLike, required: dict[str, type | tuple[type, ...]]) -> dict:

@@ -68,7 +68,7 @@ def _jit_build():
     if not sources:
         raise RuntimeError(f"no C++ sources in {EXT_DIR / 'csrc'}")
     cpp_extension = _import_cpp_extension()
-    flags = runpy.run_path(str(EXT_DIR / "build_config.py"))  # the flags setup.py uses
+    flags = _build_config()  # the flags setup.py uses
     JIT_BUILD_DIR.mkdir(parents=True, exist_ok=True)
     if _needs_build(sources):
         print("building the C++ CPU rasterizer (first use, ~1 min)...", flush=True)
@@ -76,20 +76,32 @@ def _jit_build():
     return cpp_extension.load(
         name=JIT_MODULE_NAME,
         sources=[str(p) for p in sources],
-        extra_cflags=flags["CXX_FLAGS"],
+        extra_cflags=flags["compile_flags"](EXT_DIR / "csrc"),
         extra_ldflags=flags["LD_FLAGS"],
         build_directory=str(JIT_BUILD_DIR),
         verbose=False,
     )
 
 
+def _build_config() -> dict:
+    return runpy.run_path(str(EXT_DIR / "build_config.py"))
+
+
 @functools.lru_cache(maxsize=1)
 def _extension():
-    """The compiled module, or None (after one warning) when it cannot be built or loaded."""
+    """The compiled module, or None (after one warning) when it cannot be built or loaded.
+
+    An installed module built from other sources than the repository's (a stale ``pip install``)
+    is not used: its interface may differ. The JIT build of the current sources is used instead.
+    """
     try:
         import cpu_rasterizer._C as ext  # type: ignore[import-not-found]
 
-        return ext
+        current = "x" + _build_config()["sources_fingerprint"](EXT_DIR / "csrc")
+        if getattr(ext, "sources_fingerprint", None) == current:
+            return ext
+        warnings.warn("the installed cpu_rasterizer was built from older sources; using a JIT build of "
+                      "submodules/cpu_rasterizer (make install refreshes the installed one)", stacklevel=2)
     except ImportError:
         pass
     try:
@@ -98,6 +110,12 @@ def _extension():
         reason = one_line(exc)
         warnings.warn(f"C++ CPU rasterizer unavailable ({reason}); falling back to the torch backend", stacklevel=2)
         return None
+
+
+def omp_wait_policy() -> str:
+    """The OpenMP waiting policy of this process, as libgomp read it when torch loaded it."""
+    policy = os.environ.get("OMP_WAIT_POLICY", "").strip().lower()
+    return policy if policy in ("active", "passive") else "default (spin a while, then sleep)"
 
 
 def extension_available() -> bool:

@@ -12,8 +12,10 @@ and on scenes that keep clear of these edges):
   * alpha is clamped at 0.999 (contract: ``ALPHA_MAX`` = 0.99);
   * a pixel stops when the next transmittance is ``<= 1e-4`` (contract: ``< T_MIN``),
     and transmittance is accumulated in float32 (contract / torch: double);
-  * tile ranges use ``ceil`` for the exclusive upper bound, so a Gaussian whose
-    ``(mean + radius) / tile`` is exactly an integer k skips tile k (contract includes it);
+  * gsplat bins a Gaussian into the tiles of its bounding box, so we hand it per-axis radii
+    covering the support ellipse of the contract (:func:`support_radii`): a superset of the
+    contract's tiles, hence the same pixels (``ceil`` of the radius keeps gsplat's exclusive
+    ``ceil`` upper bound from dropping a tile the ellipse reaches);
   * depth order comes from a radix sort of the float32 depth bits (ties: lower index);
   * ``exp`` is CUDA's fast ``__expf``, and everything runs in float32.
 The skip rule for ``alpha < 1/255`` and ``power > 0`` is the same.
@@ -25,7 +27,7 @@ import warnings
 
 import torch
 
-from gaussian_renderer.backends.common import TILE_SIZE
+from gaussian_renderer.backends.common import TILE_SIZE, support
 from utils.errors import one_line
 
 
@@ -55,13 +57,34 @@ def gsplat_available() -> bool:
     return True
 
 
+def support_radii(means2d, conics, opacities, radii, width: int, height: int) -> torch.Tensor:
+    """Per-axis integer pixel radii of each Gaussian's support box (see common.support).
+
+    Args:
+        means2d: [N, 2]. conics: [N, 3]. opacities: [N]. radii: [N] int (0 = culled).
+    Returns:
+        [N, 2] int32: 0 for culled Gaussians and those whose opacity is below ALPHA_MIN; a box
+        covering the whole image for those without a usable ellipse (non positive definite conic).
+    """
+    s = support(means2d, conics, opacities)
+    m = means2d.detach().double()
+    half = torch.stack([s.hx, s.hy], -1).ceil()
+    cover = (m.abs() + torch.tensor([width, height], dtype=torch.float64, device=m.device)).ceil()
+    live = (radii > 0).to(m.device)
+    bounded = (live & s.bounded)[:, None]
+    unbounded = (live & ~s.bounded & ~s.never & torch.isfinite(m).all(-1))[:, None]  # a NaN mean never contributes
+    out = torch.where(bounded, half, torch.where(unbounded, cover, torch.zeros_like(half)))
+    return out.clamp_max(2**30).to(torch.int32).contiguous()
+
+
 def rasterize(means2d, conics, opacities, colors, depths, radii, width: int, height: int, tile: int = TILE_SIZE):
     """Alpha-composite projected Gaussians with gsplat (CUDA, float32).
 
     Args:
         means2d: [N, 2] pixels. conics: [N, 3]. opacities: [N]. colors: [N, C] any C
         (gsplat pads C to a supported size internally). depths: [N] sort keys.
-        radii: [N] int pixel radii (0 = culled). width, height: image size. tile: tile edge.
+        radii: [N] int (0 = culled; the tiles come from the support ellipse). width, height:
+        image size. tile: tile edge.
     Returns:
         image [C, H, W] and alpha [1, H, W], differentiable w.r.t. means2d, conics,
         opacities and colors.
@@ -70,10 +93,9 @@ def rasterize(means2d, conics, opacities, colors, depths, radii, width: int, hei
 
     tiles_x = (width + tile - 1) // tile
     tiles_y = (height + tile - 1) // tile
-    n = means2d.shape[0]
     # gsplat takes a leading image dimension (one image here) and per-axis radii.
     m = means2d.float()[None]  # [1, N, 2]
-    radii_xy = radii.to(torch.int32).reshape(n, 1).expand(n, 2)[None].contiguous()  # [1, N, 2]
+    radii_xy = support_radii(means2d.float(), conics.float(), opacities.float(), radii, width, height)[None]
     _, isect_ids, flatten_ids = isect_tiles(
         m.detach().contiguous(), radii_xy, depths.detach().float()[None].contiguous(), tile, tiles_x, tiles_y
     )

@@ -48,11 +48,12 @@ def rasterize(means2d, conics, opacities, colors, depths, radii, width: int, hei
 
     Args:
         means2d: [N, 2] pixels. conics: [N, 3]. opacities: [N] in (0, 1).
-        colors: [N, C] any channel count. depths: [N] sort keys. radii: [N] int (0 = culled).
+        colors: [N, C] any channel count. depths: [N] sort keys. radii: [N] int (0 = culled; the value
+            is not used otherwise: the tiles come from the support ellipse).
     Returns:
         image [C, H, W] and alpha [1, H, W].
     """
-    gauss_ids, offsets = bin_gaussians(means2d, radii, depths, width, height, tile)
+    gauss_ids, offsets = bin_gaussians(means2d, conics, opacities, radii, depths, width, height, tile)
     return composite_binned(means2d, conics, opacities, colors, gauss_ids, offsets, width, height, tile)
 
 

@@ -19,7 +19,7 @@ except ImportError as exc:  # pip's isolated build env has no torch
 HERE = Path(__file__).resolve().parent
 SOURCES = sorted(str(p.relative_to(HERE)) for p in (HERE / "csrc").glob("*.cpp"))
 sys.path.insert(0, str(HERE))
-from build_config import CXX_FLAGS, LD_FLAGS  # noqa: E402  (shared with the JIT build)
+from build_config import LD_FLAGS, compile_flags  # noqa: E402  (shared with the JIT build)
 
 setup(
     name="cpu_rasterizer",
@@ -31,7 +31,7 @@ setup(
             name="cpu_rasterizer._C",
             sources=SOURCES,
             include_dirs=[str(HERE / "csrc")],
-            extra_compile_args={"cxx": CXX_FLAGS},
+            extra_compile_args={"cxx": compile_flags(HERE / "csrc")},
             extra_link_args=LD_FLAGS,
         )
     ],

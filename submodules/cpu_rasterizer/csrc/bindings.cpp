@@ -28,6 +28,17 @@ Grid checked_grid(int64_t width, int64_t height, int64_t tile) {
     return Grid(width, height, tile);
 }
 
+// Means, conics and opacities of n Gaussians in `dtype`.
+void check_geometry(const torch::Tensor& means2d, const torch::Tensor& conics, const torch::Tensor& opacities,
+                    torch::ScalarType dtype, int64_t n) {
+    check_float(means2d, "means2d", dtype);
+    check_float(conics, "conics", dtype);
+    check_float(opacities, "opacities", dtype);
+    check_shape(means2d, "means2d", {n, 2});
+    check_shape(conics, "conics", {n, 3});
+    check_shape(opacities, "opacities", {n});
+}
+
 // Checks shared by forward and backward; returns N.
 int64_t check_gaussians(const torch::Tensor& means2d, const torch::Tensor& conics, const torch::Tensor& opacities,
                         const torch::Tensor& colors) {
@@ -37,13 +48,7 @@ int64_t check_gaussians(const torch::Tensor& means2d, const torch::Tensor& conic
     TORCH_CHECK(colors.dim() == 2, "colors must be [N, C] (got ", colors.sizes(), ")");
     const int64_t n = colors.size(0);
     TORCH_CHECK(n < (int64_t(1) << 31), "too many Gaussians for int32 indices: ", n);
-    const auto dtype = colors.scalar_type();
-    check_float(means2d, "means2d", dtype);
-    check_float(conics, "conics", dtype);
-    check_float(opacities, "opacities", dtype);
-    check_shape(means2d, "means2d", {n, 2});
-    check_shape(conics, "conics", {n, 3});
-    check_shape(opacities, "opacities", {n});
+    check_geometry(means2d, conics, opacities, colors.scalar_type(), n);
     return n;
 }
 
@@ -73,34 +78,58 @@ Thresholds<scalar_t> thresholds(double alpha_max, double alpha_min, double t_min
     return {static_cast<scalar_t>(alpha_max), static_cast<scalar_t>(alpha_min), static_cast<scalar_t>(t_min)};
 }
 
-std::vector<torch::Tensor> bin(const torch::Tensor& means2d, const torch::Tensor& radii, const torch::Tensor& depths,
-                               int64_t width, int64_t height, int64_t tile) {
-    const Grid grid = checked_grid(width, height, tile);
-    check_cpu_contiguous(means2d, "means2d");
-    TORCH_CHECK(means2d.scalar_type() == torch::kFloat32 || means2d.scalar_type() == torch::kFloat64,
-                "means2d must be float32 or float64");
-    TORCH_CHECK(means2d.dim() == 2 && means2d.size(1) == 2, "means2d must be [N, 2] (got ", means2d.sizes(), ")");
-    const int64_t n = means2d.size(0);
-    check_cpu_contiguous(radii, "radii");
-    TORCH_CHECK(radii.scalar_type() == torch::kInt32, "radii must be int32 (got ", radii.scalar_type(), ")");
+// Depths as float64 sort keys (float32 -> double is exact: same order and ties).
+std::vector<double> depth_keys(const torch::Tensor& depths, int64_t n) {
     check_cpu_contiguous(depths, "depths");
     TORCH_CHECK(depths.scalar_type() == torch::kFloat32 || depths.scalar_type() == torch::kFloat64,
                 "depths must be float32 or float64 (got ", depths.scalar_type(), ")");
-    check_shape(radii, "radii", {n});
     check_shape(depths, "depths", {n});
-    std::vector<double> keys(static_cast<size_t>(n));  // float32 -> double is exact: same order and ties
+    std::vector<double> keys(static_cast<size_t>(n));
     AT_DISPATCH_FLOATING_TYPES(depths.scalar_type(), "cpu_rasterizer_depths", [&] {
         std::copy_n(depths.data_ptr<scalar_t>(), n, keys.begin());
     });
-    Bins b;
+    return keys;
+}
+
+void check_radii(const torch::Tensor& radii, int64_t n) {
+    check_cpu_contiguous(radii, "radii");
+    TORCH_CHECK(radii.scalar_type() == torch::kInt32, "radii must be int32 (got ", radii.scalar_type(), ")");
+    check_shape(radii, "radii", {n});
+}
+
+// Bin outputs as tensors: offsets [T + 1] now, gauss_ids once binning knows its length.
+struct BinTensors {
+    torch::Tensor ids, offsets;
+    explicit BinTensors(const Grid& grid) : offsets(torch::empty({grid.n_tiles() + 1}, torch::dtype(torch::kInt64))) {}
+    BinsOut out() {
+        return {offsets.data_ptr<int64_t>(), [this](int64_t pairs) {
+                    ids = torch::empty({pairs}, torch::dtype(torch::kInt32));
+                    return ids.data_ptr<int32_t>();
+                }};
+    }
+};
+
+std::vector<torch::Tensor> bin(const torch::Tensor& means2d, const torch::Tensor& conics,
+                               const torch::Tensor& opacities, const torch::Tensor& radii,
+                               const torch::Tensor& depths, int64_t width, int64_t height, int64_t tile,
+                               double alpha_min) {
+    const Grid grid = checked_grid(width, height, tile);
+    check_cpu_contiguous(means2d, "means2d");
+    TORCH_CHECK(means2d.scalar_type() == torch::kFloat32 || means2d.scalar_type() == torch::kFloat64,
+                "means2d must be float32 or float64 (got ", means2d.scalar_type(), ")");
+    TORCH_CHECK(means2d.dim() == 2, "means2d must be [N, 2] (got ", means2d.sizes(), ")");
+    const int64_t n = means2d.size(0);
+    check_geometry(means2d, conics, opacities, means2d.scalar_type(), n);
+    check_radii(radii, n);
+    const std::vector<double> keys = depth_keys(depths, n);
+    BinTensors b(grid);
     AT_DISPATCH_FLOATING_TYPES(means2d.scalar_type(), "cpu_rasterizer_bin", [&] {
-        b = bin_gaussians<scalar_t>(means2d.data_ptr<scalar_t>(), radii.data_ptr<int32_t>(), keys.data(), n, grid);
+        const GaussianArrays<scalar_t> gs{means2d.data_ptr<scalar_t>(), conics.data_ptr<scalar_t>(),
+                                          opacities.data_ptr<scalar_t>(), nullptr, n, 0};
+        bin_gaussians<scalar_t>(gs, radii.data_ptr<int32_t>(), keys.data(), grid, static_cast<scalar_t>(alpha_min),
+                                b.out());
     });
-    torch::Tensor ids = torch::empty({static_cast<int64_t>(b.gauss_ids.size())}, torch::dtype(torch::kInt32));
-    std::copy(b.gauss_ids.begin(), b.gauss_ids.end(), ids.data_ptr<int32_t>());
-    torch::Tensor off = torch::empty({static_cast<int64_t>(b.offsets.size())}, torch::dtype(torch::kInt64));
-    std::copy(b.offsets.begin(), b.offsets.end(), off.data_ptr<int64_t>());
-    return {ids, off};
+    return {b.ids, b.offsets};
 }
 
 Isa checked_isa(int64_t isa) {
@@ -115,11 +144,12 @@ std::vector<torch::Tensor> forward(const torch::Tensor& means2d, const torch::Te
                                    int64_t height, int64_t tile, double alpha_max, double alpha_min, double t_min,
                                    int64_t num_threads, int64_t isa) {
     const Isa kernel_isa = checked_isa(isa);
-    check_gaussians(means2d, conics, opacities, colors);
+    const int64_t n = check_gaussians(means2d, conics, opacities, colors);
     TORCH_CHECK(num_threads > 0, "num_threads must be positive");
-    std::vector<torch::Tensor> b = bin(means2d, radii, depths, width, height, tile);
-    const Grid grid(width, height, tile);
-    const BinsView bins{b[0].data_ptr<int32_t>(), b[1].data_ptr<int64_t>()};
+    const Grid grid = checked_grid(width, height, tile);
+    check_radii(radii, n);
+    const std::vector<double> keys = depth_keys(depths, n);
+    BinTensors b(grid);
     const auto opts = colors.options();
     // every pixel is written by composite_forward (empty tiles included)
     torch::Tensor image = torch::empty({colors.size(1), height, width}, opts);
@@ -129,11 +159,11 @@ std::vector<torch::Tensor> forward(const torch::Tensor& means2d, const torch::Te
     AT_DISPATCH_FLOATING_TYPES(colors.scalar_type(), "cpu_rasterizer_forward", [&] {
         const ForwardOutputs<scalar_t> out{image.data_ptr<scalar_t>(), alpha.data_ptr<scalar_t>(),
                                            final_t.data_ptr<double>(), n_contrib.data_ptr<int32_t>()};
-        composite_forward<scalar_t>(arrays<scalar_t>(means2d, conics, opacities, colors), bins, grid,
-                                    thresholds<scalar_t>(alpha_max, alpha_min, t_min), out, kernel_isa,
-                                    static_cast<int>(num_threads));
+        composite_forward<scalar_t>(arrays<scalar_t>(means2d, conics, opacities, colors), radii.data_ptr<int32_t>(),
+                                    keys.data(), grid, thresholds<scalar_t>(alpha_max, alpha_min, t_min), out,
+                                    b.out(), kernel_isa, static_cast<int>(num_threads));
     });
-    return {image, alpha, final_t, n_contrib, b[0], b[1]};
+    return {image, alpha, final_t, n_contrib, b.ids, b.offsets};
 }
 
 std::vector<torch::Tensor> backward(const torch::Tensor& means2d, const torch::Tensor& conics,
@@ -177,10 +207,20 @@ std::vector<torch::Tensor> backward(const torch::Tensor& means2d, const torch::T
 }  // namespace
 }  // namespace cpu_rasterizer
 
+#ifndef CPU_RASTERIZER_SOURCES
+#define CPU_RASTERIZER_SOURCES xunknown
+#endif
+#define CPU_RASTERIZER_STR2(x) #x
+#define CPU_RASTERIZER_STR(x) CPU_RASTERIZER_STR2(x)
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.doc() = "Tile-based Gaussian splat compositing on the CPU (C++17 / OpenMP)";
+    // "x" + build_config.sources_fingerprint() of the sources this module was compiled from
+    m.attr("sources_fingerprint") = CPU_RASTERIZER_STR(CPU_RASTERIZER_SOURCES);
     m.def("has_avx2", &cpu_rasterizer::avx2_supported, "Whether the AVX2 kernels can run on this CPU");
-    m.def("bin", &cpu_rasterizer::bin, "Per-tile front-to-back Gaussian lists: (gauss_ids int32, offsets int64)");
+    m.def("bin", &cpu_rasterizer::bin,
+          "bin(means2d, conics, opacities, radii, depths, width, height, tile, alpha_min): per-tile "
+          "front-to-back Gaussian lists (gauss_ids int32, offsets int64)");
     m.def("forward", &cpu_rasterizer::forward,
           "Composite: (image, alpha, final_t, n_contrib, gauss_ids, offsets)");
     m.def("backward", &cpu_rasterizer::backward,

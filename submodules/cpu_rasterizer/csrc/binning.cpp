@@ -1,38 +1,47 @@
-// Tile binning: which tiles each Gaussian touches and the per-tile depth order.
+// Tile binning: the tiles each Gaussian's support ellipse meets and the per-tile depth order.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <numeric>
 
-#include "rasterizer.h"
+#include "tile_common.h"
 
 namespace cpu_rasterizer {
 namespace {
 
-struct TileRange {
-    int64_t x0, y0, x1, y1;  // inclusive; empty when x1 < x0 or y1 < y0
-    int64_t count() const { return (x1 < x0 || y1 < y0) ? 0 : (x1 - x0 + 1) * (y1 - y0 + 1); }
-};
-
 // floor(v), clamped to [0, hi] in floating point, then truncated to an integer,
 // exactly like torch.floor(v).clamp(0, hi).long().
-template <typename scalar_t>
-int64_t floor_clamp(scalar_t v, int64_t hi) {
-    scalar_t f = std::floor(v);
-    f = std::max(f, scalar_t(0));
-    f = std::min(f, static_cast<scalar_t>(hi));
+int64_t floor_clamp(double v, int64_t hi) {
+    double f = std::floor(v);
+    f = std::max(f, 0.0);
+    f = std::min(f, static_cast<double>(hi));
     return static_cast<int64_t>(f);
 }
 
-// Same float operations as common.tile_rect: floor((m -/+ r) / tile).
+// Appends to `hits` the tiles of the contract for g (common.tile_pairs), row-major.
 template <typename scalar_t>
-TileRange tile_range(scalar_t mx, scalar_t my, int32_t radius, const Grid& g) {
-    if (radius <= 0 || !std::isfinite(mx) || !std::isfinite(my)) return {0, 0, -1, -1};
-    const scalar_t r = static_cast<scalar_t>(radius);
-    const scalar_t t = static_cast<scalar_t>(g.tile);
-    return {floor_clamp<scalar_t>((mx - r) / t, g.tiles_x - 1), floor_clamp<scalar_t>((my - r) / t, g.tiles_y - 1),
-            floor_clamp<scalar_t>((mx + r) / t, g.tiles_x - 1), floor_clamp<scalar_t>((my + r) / t, g.tiles_y - 1)};
+void support_tiles(const PackedGaussian<scalar_t>& g, const Grid& grid, std::vector<int32_t>& hits) {
+    if (g.never) return;
+    if (!g.bounded) {  // no usable ellipse: every tile
+        for (int64_t t = 0; t < grid.n_tiles(); ++t) hits.push_back(static_cast<int32_t>(t));
+        return;
+    }
+    const double mx = g.mx, my = g.my, tile = static_cast<double>(grid.tile);
+    const int64_t x0 = floor_clamp((mx - g.hx) / tile, grid.tiles_x - 1);
+    const int64_t x1 = floor_clamp((mx + g.hx) / tile, grid.tiles_x - 1);
+    const int64_t y0 = floor_clamp((my - g.hy) / tile, grid.tiles_y - 1);
+    const int64_t y1 = floor_clamp((my + g.hy) / tile, grid.tiles_y - 1);
+    constexpr double kInset = 0.5 - kSpanMarginPx;  // pixel centres, widened by the margin
+    for (int64_t ty = y0; ty <= y1; ++ty) {
+        const double py0 = static_cast<double>(ty * grid.tile) + kInset;
+        const double py1 = static_cast<double>(std::min(ty * grid.tile + grid.tile, grid.height)) - kInset;
+        for (int64_t tx = x0; tx <= x1; ++tx) {
+            const double px0 = static_cast<double>(tx * grid.tile) + kInset;
+            const double px1 = static_cast<double>(std::min(tx * grid.tile + grid.tile, grid.width)) - kInset;
+            if (ellipse_meets_rect(g, px0, px1, py0, py1)) hits.push_back(static_cast<int32_t>(ty * grid.tiles_x + tx));
+        }
+    }
 }
 
 // Unsigned key with the order of the depth: -0 == +0, NaN after everything.
@@ -69,16 +78,17 @@ void radix_sort(std::vector<uint64_t>& keys, std::vector<int32_t>& index) {
     }
 }
 
-// Indices of the Gaussians that touch at least one tile, sorted by depth, ties by
-// lower index, NaN depths last: the order of torch.argsort(depths, stable=True)
+// Indices of the Gaussians that touch at least one tile (first[i + 1] > first[i]), sorted by
+// depth, ties by lower index, NaN depths last: the order of torch.argsort(depths, stable=True)
 // restricted to those Gaussians.
-std::vector<int32_t> depth_order(const double* depths, const std::vector<TileRange>& ranges) {
+std::vector<int32_t> depth_order(const double* depths, const std::vector<int64_t>& first) {
     std::vector<uint64_t> keys;
     std::vector<int32_t> order;
-    keys.reserve(ranges.size());
-    order.reserve(ranges.size());
-    for (size_t i = 0; i < ranges.size(); ++i) {
-        if (ranges[i].count() == 0) continue;
+    const size_t n = first.size() - 1;
+    keys.reserve(n);
+    order.reserve(n);
+    for (size_t i = 0; i < n; ++i) {
+        if (first[i + 1] == first[i]) continue;
         keys.push_back(depth_key(depths[i]));
         order.push_back(static_cast<int32_t>(i));
     }
@@ -89,31 +99,47 @@ std::vector<int32_t> depth_order(const double* depths, const std::vector<TileRan
 }  // namespace
 
 template <typename scalar_t>
-Bins bin_gaussians(const scalar_t* means2d, const int32_t* radii, const double* depths, int64_t n,
-                   const Grid& grid) {
-    // Serial: a few nanoseconds per Gaussian, cheaper than waking a thread team.
-    std::vector<TileRange> ranges(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) ranges[i] = tile_range<scalar_t>(means2d[2 * i], means2d[2 * i + 1], radii[i], grid);
-
-    Bins bins;
-    bins.offsets.assign(static_cast<size_t>(grid.n_tiles() + 1), 0);
-    for (const TileRange& r : ranges) {
-        for (int64_t ty = r.y0; ty <= r.y1 && r.x1 >= r.x0; ++ty)
-            for (int64_t tx = r.x0; tx <= r.x1; ++tx) ++bins.offsets[ty * grid.tiles_x + tx + 1];
+BinsView bin_packed(const std::vector<PackedGaussian<scalar_t>>& packed, const int32_t* radii, const double* depths,
+                    const Grid& grid, const BinsOut& out) {
+    // Serial: a few nanoseconds per candidate tile, cheaper than waking a thread team.
+    const int64_t n = static_cast<int64_t>(packed.size());
+    std::vector<int64_t> first(static_cast<size_t>(n + 1));  // Gaussian i's tiles: hits[first[i]:first[i+1]]
+    std::vector<int32_t> hits;
+    hits.reserve(static_cast<size_t>(4 * n));
+    for (int64_t i = 0; i < n; ++i) {
+        first[i] = static_cast<int64_t>(hits.size());
+        if (radii[i] > 0) support_tiles(packed[i], grid, hits);
     }
-    std::partial_sum(bins.offsets.begin(), bins.offsets.end(), bins.offsets.begin());
+    first[n] = static_cast<int64_t>(hits.size());
 
-    bins.gauss_ids.resize(static_cast<size_t>(bins.offsets.back()));
-    std::vector<int64_t> cursor(bins.offsets.begin(), bins.offsets.end() - 1);
-    for (int32_t g : depth_order(depths, ranges)) {  // front to back, so every tile list ends up sorted
-        const TileRange& r = ranges[g];
-        for (int64_t ty = r.y0; ty <= r.y1 && r.x1 >= r.x0; ++ty)
-            for (int64_t tx = r.x0; tx <= r.x1; ++tx) bins.gauss_ids[cursor[ty * grid.tiles_x + tx]++] = g;
+    int64_t* offsets = out.offsets;
+    std::fill(offsets, offsets + grid.n_tiles() + 1, 0);
+    for (int32_t t : hits) ++offsets[t + 1];
+    std::partial_sum(offsets, offsets + grid.n_tiles() + 1, offsets);
+    int32_t* ids = out.alloc_ids(offsets[grid.n_tiles()]);
+    std::vector<int64_t> cursor(offsets, offsets + grid.n_tiles());
+    for (int32_t g : depth_order(depths, first)) {  // front to back, so every tile list ends up sorted
+        for (int64_t h = first[g]; h < first[g + 1]; ++h) ids[cursor[hits[h]]++] = g;
     }
-    return bins;
+    return {ids, offsets};
 }
 
-template Bins bin_gaussians<float>(const float*, const int32_t*, const double*, int64_t, const Grid&);
-template Bins bin_gaussians<double>(const double*, const int32_t*, const double*, int64_t, const Grid&);
+template <typename scalar_t>
+void bin_gaussians(const GaussianArrays<scalar_t>& gs, const int32_t* radii, const double* depths, const Grid& grid,
+                   scalar_t alpha_min, const BinsOut& out) {
+    std::vector<PackedGaussian<scalar_t>> packed(static_cast<size_t>(gs.n));
+    for (int64_t i = 0; i < gs.n; ++i)
+        packed[i] = pack_gaussian<scalar_t>(gs.means2d + 2 * i, gs.conics + 3 * i, gs.opacities[i], alpha_min);
+    bin_packed(packed, radii, depths, grid, out);
+}
+
+template BinsView bin_packed<float>(const std::vector<PackedGaussian<float>>&, const int32_t*, const double*,
+                                    const Grid&, const BinsOut&);
+template BinsView bin_packed<double>(const std::vector<PackedGaussian<double>>&, const int32_t*, const double*,
+                                     const Grid&, const BinsOut&);
+template void bin_gaussians<float>(const GaussianArrays<float>&, const int32_t*, const double*, const Grid&, float,
+                                   const BinsOut&);
+template void bin_gaussians<double>(const GaussianArrays<double>&, const int32_t*, const double*, const Grid&,
+                                    double, const BinsOut&);
 
 }  // namespace cpu_rasterizer

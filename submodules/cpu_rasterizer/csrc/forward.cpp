@@ -150,29 +150,33 @@ CR_TARGET_AVX2 void forward_tile_avx2(const TileView& v, const RasterInputs<scal
 }  // namespace
 
 template <typename scalar_t>
-void composite_forward(const GaussianArrays<scalar_t>& gs, const BinsView& bins, const Grid& grid,
-                       const Thresholds<scalar_t>& th, const ForwardOutputs<scalar_t>& out, Isa isa,
-                       int num_threads) {
+void composite_forward(const GaussianArrays<scalar_t>& gs, const int32_t* radii, const double* depths,
+                       const Grid& grid, const Thresholds<scalar_t>& th, const ForwardOutputs<scalar_t>& out,
+                       const BinsOut& bins_out, Isa isa, int num_threads) {
     const auto kernel =
         pick_tile_kernel<scalar_t>(isa, &forward_tile_portable<scalar_t>, CR_IF_X86(&forward_tile_avx2<scalar_t>));
     const auto tile_fn = kernel.fn;
     const int64_t lanes = kernel.lanes;
     RasterInputs<scalar_t> in = make_inputs(gs, grid, th);
+#pragma omp parallel num_threads(threads_for(gs.n, num_threads))
+    pack_all(in, gs);
+    const BinsView bins = bin_packed(in.packed, radii, depths, grid, bins_out);
     const std::vector<int64_t> tiles = tile_order(bins, 0, grid.n_tiles(), true);  // empty tiles write 0 / 1
     const int64_t n_tiles = static_cast<int64_t>(tiles.size());
-    const int team = threads_for(std::max(bins.offsets[grid.n_tiles()], gs.n), num_threads);
+    const int team = threads_for(bins.offsets[grid.n_tiles()], num_threads);
 #pragma omp parallel num_threads(team)
     {
-        pack_all(in, gs);
         ForwardScratch<scalar_t> scratch(grid.tile, lanes, gs.channels);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t i = 0; i < n_tiles; ++i) tile_fn(tile_view(grid, bins, tiles[i]), in, scratch, out);
     }
 }
 
-template void composite_forward<float>(const GaussianArrays<float>&, const BinsView&, const Grid&,
-                                       const Thresholds<float>&, const ForwardOutputs<float>&, Isa, int);
-template void composite_forward<double>(const GaussianArrays<double>&, const BinsView&, const Grid&,
-                                        const Thresholds<double>&, const ForwardOutputs<double>&, Isa, int);
+template void composite_forward<float>(const GaussianArrays<float>&, const int32_t*, const double*, const Grid&,
+                                       const Thresholds<float>&, const ForwardOutputs<float>&, const BinsOut&, Isa,
+                                       int);
+template void composite_forward<double>(const GaussianArrays<double>&, const int32_t*, const double*, const Grid&,
+                                        const Thresholds<double>&, const ForwardOutputs<double>&, const BinsOut&, Isa,
+                                        int);
 
 }  // namespace cpu_rasterizer

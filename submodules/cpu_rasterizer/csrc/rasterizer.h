@@ -2,13 +2,15 @@
 // which keeps the build fast).
 //
 // The compositing contract is the one in gaussian_renderer/backends/common.py:
-// Gaussians are binned into tiles by their integer pixel radius, composited
-// front to back in (stable) depth order with alpha = min(alpha_max, o * exp(power)),
+// every Gaussian with a positive radius is considered for every pixel, front to
+// back in (stable) depth order, with alpha = min(alpha_max, o * exp(power)),
 // skipped where power > 0 or alpha < alpha_min, and a pixel stops before the
-// Gaussian that would push its transmittance below t_min.
+// Gaussian that would push its transmittance below t_min. Gaussians are binned
+// into the tiles their support ellipse (where alpha can reach alpha_min) meets.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 namespace cpu_rasterizer {
@@ -59,9 +61,11 @@ struct BinsView {
     const int64_t* offsets;    // [T + 1], tile t owns gauss_ids[offsets[t]:offsets[t+1]]
 };
 
-struct Bins {
-    std::vector<int32_t> gauss_ids;
-    std::vector<int64_t> offsets;
+// Where binning writes its lists: offsets [T + 1] are preallocated; the id array
+// is requested once its length (the number of pairs) is known.
+struct BinsOut {
+    int64_t* offsets;
+    std::function<int32_t*(int64_t)> alloc_ids;
 };
 
 // Projected Gaussians (contiguous, row-major).
@@ -100,15 +104,16 @@ struct Gradients {
 };
 
 // Sort (tile, Gaussian) pairs by tile, then depth (stable, NaN last); same tile
-// sets as common.tile_rect (identical floating-point operations).
+// sets as common.bin_gaussians (identical floating-point operations).
 template <typename scalar_t>
-Bins bin_gaussians(const scalar_t* means2d, const int32_t* radii, const double* depths, int64_t n,
-                   const Grid& grid);
+void bin_gaussians(const GaussianArrays<scalar_t>& gs, const int32_t* radii, const double* depths, const Grid& grid,
+                   scalar_t alpha_min, const BinsOut& out);
 
+// Bin, then composite; the bins are written to `bins` (saved for the backward pass).
 template <typename scalar_t>
-void composite_forward(const GaussianArrays<scalar_t>& gs, const BinsView& bins, const Grid& grid,
-                       const Thresholds<scalar_t>& th, const ForwardOutputs<scalar_t>& out, Isa isa,
-                       int num_threads);
+void composite_forward(const GaussianArrays<scalar_t>& gs, const int32_t* radii, const double* depths,
+                       const Grid& grid, const Thresholds<scalar_t>& th, const ForwardOutputs<scalar_t>& out,
+                       const BinsOut& bins, Isa isa, int num_threads);
 
 template <typename scalar_t>
 void composite_backward(const GaussianArrays<scalar_t>& gs, const BinsView& bins, const Grid& grid,

@@ -29,13 +29,16 @@ struct PackedGaussian {
 };
 
 // Safety factor on the rounding error bound of the working-precision power,
-// in units of the machine epsilon (the real error is a few ulp).
+// in units of the machine epsilon (the real error is a few ulp). Mirrors
+// common.SUPPORT_SLACK_ULPS (the binning tests compare both backends' tile lists).
 constexpr double kSupportSlackUlps = 256.0;
-// Extra margin (pixels) on each end of a row's span.
+// Extra margin (pixels) on each end of a row's span and of a tile's pixel-centre
+// rectangle in the binning; mirrors common.SPAN_MARGIN_PX.
 constexpr double kSpanMarginPx = 1e-3;
 
 // Inflated level set so that the float evaluation of any pixel outside it is
-// guaranteed to fail alpha >= alpha_min (contract stays exact).
+// guaranteed to fail alpha >= alpha_min (contract stays exact). Same float64
+// operations, in the same order, as common.support() on the Python side.
 template <typename scalar_t>
 PackedGaussian<scalar_t> pack_gaussian(const scalar_t* m, const scalar_t* con, scalar_t o, scalar_t alpha_min) {
     PackedGaussian<scalar_t> g{m[0], m[1], con[0], con[1], con[2], o, 0.0, 0.0, 0.0, 0.0, false, false};
@@ -104,6 +107,31 @@ CR_INLINE bool support_cols(const PackedGaussian<scalar_t>& g, double py, int64_
     // dx = mean_x - px lies in [(-b dy - s) / a, (-b dy + s) / a]
     const double centre = static_cast<double>(g.mx) + b * dy / a;
     return pixel_range(centre, s / a, x_origin, cols, c0, c1);
+}
+
+// min over v in [v0, v1] of a u^2 + 2 b u v + c v^2 (c > 0), as det/c u^2 + c (v - v*)^2
+// (a sum of non-negative terms: no cancellation); inv_c = 1 / c, det_c = det / c. Same
+// operations as common._edge_min.
+CR_INLINE double edge_min(double u, double v0, double v1, double b, double c, double inv_c, double det_c) {
+    const double vs = -b * u * inv_c;
+    const double vc = std::min(std::max(vs, v0), v1);
+    return det_c * u * u + c * (vc - vs) * (vc - vs);
+}
+
+// Whether the support ellipse of a bounded g meets the rectangle [x0, x1] x [y0, y1]:
+// the form's minimum over it is 0 when the mean is inside, else the least of its
+// minima over the four edges. Same operations as common.ellipse_meets_rect.
+template <typename scalar_t>
+CR_INLINE bool ellipse_meets_rect(const PackedGaussian<scalar_t>& g, double x0, double x1, double y0, double y1) {
+    const double u0 = x0 - static_cast<double>(g.mx), u1 = x1 - static_cast<double>(g.mx);
+    const double v0 = y0 - static_cast<double>(g.my), v1 = y1 - static_cast<double>(g.my);
+    if (u0 <= 0.0 && u1 >= 0.0 && v0 <= 0.0 && v1 >= 0.0) return true;
+    const double a = g.a, b = g.b, c = g.c, inv_a = 1.0 / a, inv_c = 1.0 / c;
+    const double det_a = g.det * inv_a, det_c = g.det * inv_c;
+    double best = std::min(edge_min(u0, v0, v1, b, c, inv_c, det_c), edge_min(u1, v0, v1, b, c, inv_c, det_c));
+    best = std::min(best, edge_min(v0, u0, u1, b, a, inv_a, det_a));
+    best = std::min(best, edge_min(v1, u0, u1, b, a, inv_a, det_a));
+    return best <= g.q2;
 }
 
 // alpha of g at the pixel centres (px[i], py) of a row chunk, 0 where the
