@@ -4,7 +4,7 @@
     python cluster.py -m OUT --method kmeans|meanshift [--k 4] [--bandwidth auto|X]
                       [--iteration N] [--min_opacity 0.05] [--xyz_weight 0.0] [--min_cluster_fraction 0.01]
 
-Writes OUT/clusters/: labels.npy ([N] int, -1 = not clustered), summary.json,
+Writes OUT/clusters/ (or --save_path DIR): labels.npy ([N] int, -1 = not clustered), summary.json,
 clustered.ply (colour = cluster), cluster_XX.ply (one per cluster), and renders of
 the test views coloured by cluster (renders/all/) and of each cluster alone
 (renders/cluster_XX/).
@@ -50,6 +50,8 @@ class ClusterParams(Params):
                                         "the nearest larger mode", ge=0, le=1)
     max_views: int = param(8, "test views rendered per cluster image set", ge=0)
     no_render: bool = param(False, "write labels and PLYs only, no images")
+    save_path: str = param("", "write the clusters to this folder instead of MODEL/clusters (replaced if it holds an "
+                           "earlier clustering; refused if it holds other files)")
     quiet: bool = param(False, "no progress bars or messages")
 
     def check(self) -> None:
@@ -63,6 +65,7 @@ class ClusterParams(Params):
 
 
 GROUPS = (ModelParams, PipelineParams, ClusterParams)
+CLUSTER_SUMMARY = "summary.json"  # marks a folder as cluster.py output (--save_path may replace it)
 
 
 def colored_copy(model: GaussianModel, colors: np.ndarray) -> GaussianModel:
@@ -87,9 +90,21 @@ def render_clusters(out: Path, scene: Scene, model: GaussianModel, labels: np.nd
             save_image(out / "renders" / f"cluster_{c:02d}" / f"{i:05d}.png", render(cam, part, pipe, bg)["render"])
 
 
+def output_folder(folder: ModelFolder, save_path: str) -> Path:
+    """MODEL/clusters, or ``--save_path`` when it is new, empty or an earlier clustering (it is replaced)."""
+    if not save_path:
+        return folder.clusters_dir
+    out = Path(save_path)
+    if out.is_dir() and any(out.iterdir()) and not (out / CLUSTER_SUMMARY).is_file():
+        raise UserError(f"--save_path {out}: folder holds other files (no {CLUSTER_SUMMARY} of an earlier clustering); "
+                        "choose a new or empty folder")
+    return out
+
+
 def cluster_model(dataset: ModelParams, pipe: PipelineParams, args: ClusterParams) -> Path:
     device = pick_device(dataset.device)
     folder = ModelFolder(dataset.model_path)
+    out_dir = output_folder(folder, args.save_path)
     iteration = folder.resolve_iteration(args.iteration)
     model = GaussianModel(device=device)
     ply = folder.ply(iteration)
@@ -107,13 +122,13 @@ def cluster_model(dataset: ModelParams, pipe: PipelineParams, args: ClusterParam
     labels[keep] = res.labels
     n_clusters = int(res.labels.max()) + 1
     colors = palette(n_clusters)
-    out = clear_folder(folder.clusters_dir)  # no file of an earlier clustering may stay beside the new ones
+    out = clear_folder(out_dir)  # no file of an earlier clustering may stay beside the new ones
     save_npy(out / "labels.npy", labels)
     sizes = np.bincount(res.labels, minlength=n_clusters)
     summary = {"iteration": iteration, "num_gaussians": model.num_points, "clustered": int(keep.sum()),
                "min_opacity": args.min_opacity, "xyz_weight": args.xyz_weight, "num_clusters": n_clusters,
                "sizes": sizes.tolist(), "centroids": res.centroids.tolist(), "colors": colors.tolist(), **res.info}
-    write_json(out / "summary.json", summary)
+    write_json(out / CLUSTER_SUMMARY, summary)
     colored_copy(model, np.where(labels[:, None] >= 0, colors[np.clip(labels, 0, None)], 0.5)).save_ply(out / "clustered.ply")
     for c in range(n_clusters):
         subset_model(model, torch.from_numpy(labels == c).to(device)).save_ply(out / f"cluster_{c:02d}.ply")

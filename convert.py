@@ -79,6 +79,7 @@ class ConvertParams(Params):
     no_gpu: bool = param(False, "run SIFT extraction and matching on the CPU")
     skip_matching: bool = param(False, "reuse SCENE/distorted/sparse from an earlier run; only undistort")
     resize: bool = param(False, "also write images_2, images_4, images_8")
+    magick_executable: str = param("", "accepted for graphdeco's scripts; images are resized in-process, ImageMagick is not used")
     matcher: Literal["exhaustive", "sequential"] = param("exhaustive", "exhaustive (unordered photos) or sequential (video frames)")
     single_camera: bool = param(False, "all photos share one camera (same lens and size)")
 

@@ -47,8 +47,8 @@ class ExtractParams(Params):
     """What extract_dino_features.py computes and where it writes it."""
 
     GROUP = "DINO feature extraction"
-    image_dir: str = param("", "folder of images (searched recursively)")
-    output_dir: str = param("", "folder for <image>.npy feature maps and features_meta.json")
+    image_dir: str = param("", "folder of images (searched recursively)", aliases=("--dir_images",))
+    output_dir: str = param("", "folder for <image>.npy feature maps and features_meta.json", aliases=("--dir_dst",))
     model: str = param("dinov2_vits14", "short name (dino_vits16, dino_vits8, dinov2_vits14/vitb14/vitl14/vitg14, ..._reg) or a timm name")
     layers: list[int] | None = param(None, "ViT block indices whose patch tokens are concatenated (default: the last block)", ge=0)
     resolution: int | None = param(None, "long side of the ViT input in pixels (default: the model's own)", ge=1)
@@ -60,7 +60,8 @@ class ExtractParams(Params):
                                               "or hr (shifted-copy averaging)")
     hr_shifts: Literal[4, 8] = param(8, "--upsample hr: shift directions")
     hr_flip: bool = param(False, "--upsample hr: also average horizontally flipped copies")
-    weights: str | None = param(None, "local .pth/.safetensors state dict (default: the local timm/Hugging Face cache)")
+    weights: str | None = param(None, "local .pth/.safetensors state dict (default: the local timm/Hugging Face cache)",
+                                aliases=("--model_path",))
     random_init: bool = param(False, "random weights (tests and offline demos only)")
     preview: bool = param(False, "write PCA-to-RGB PNGs into OUTPUT_DIR/preview")
     overwrite: bool = param(False, "recompute everything, ignoring existing files")

@@ -4,9 +4,11 @@
     python metrics.py -m OUT [OUT2 ...]
 
 Reads OUT/test/ours_N/{renders,gt[,masks]} written by render.py and writes
-OUT/results.json and OUT/per_view.json. When masks/ exist (EndoNeRF), render and
-ground truth are both multiplied by the mask before scoring (the published
-protocol); results.json says which mask was used.
+OUT/results.json and OUT/per_view.json in graphdeco's schema (numbers only), and
+OUT/results_info.json: which mask, the protocol, the view count and the LPIPS net.
+When masks/ exist (EndoNeRF), render and ground truth are both multiplied by the
+mask before scoring (the published protocol). ``--split train`` writes
+results_train.json, per_view_train.json and results_info_train.json.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from utils.image_utils import psnr, read_image
 from scene.model_folder import MASK_SOURCE_FILE, ModelFolder
 from utils.io_utils import read_json_object, write_json
 from utils.loss_utils import ssim
-from utils.lpips_local import load_lpips
+from utils.lpips_local import LpipsNet, load_lpips
 
 MASK_PROTOCOL = "render and ground truth multiplied by the mask, then scored over the whole image (EndoNeRF protocol)"
 
@@ -39,8 +41,8 @@ def _tensor(path: Path) -> torch.Tensor:
     return torch.from_numpy(img[..., :3].astype(np.float32) / 255.0).permute(2, 0, 1)
 
 
-def score_method(method_dir: Path, lpips_model, quiet: bool = False) -> tuple[dict, dict]:
-    """Mean and per-view metrics of one ``ours_N`` folder."""
+def score_method(method_dir: Path, lpips_model, quiet: bool = False) -> tuple[dict, dict, dict]:
+    """(mean metrics, per-view metrics, how they were scored) of one ``ours_N`` folder."""
     renders_dir, gt_dir, masks_dir = method_dir / "renders", method_dir / "gt", method_dir / "masks"
     names = sorted(p.name for p in renders_dir.glob("*.png")) if renders_dir.is_dir() else []
     if not names:
@@ -66,36 +68,41 @@ def score_method(method_dir: Path, lpips_model, quiet: bool = False) -> tuple[di
             with torch.no_grad():
                 per_view["LPIPS"][name] = float(lpips_model(img[None] * 2 - 1, gt[None] * 2 - 1))
     means = {k: float(np.mean(list(v.values()))) for k, v in per_view.items()}
-    if masks_dir.is_dir():
+    info: dict = {"num_views": len(names), "mask": "none"}
+    if masked:
         src = method_dir / MASK_SOURCE_FILE
-        means["mask"] = read_json_object(src, {"mask": str})["mask"] if src.is_file() else "masks"
-        means["mask_protocol"] = MASK_PROTOCOL
-    else:
-        means["mask"] = "none"
-    means["num_views"] = len(names)
-    return means, per_view
+        info["mask"] = read_json_object(src, {"mask": str})["mask"] if src.is_file() else "masks"
+        info["mask_protocol"] = MASK_PROTOCOL
+    return means, per_view, info
 
 
-def evaluate(model_paths: list[str], split: str = "test", quiet: bool = False) -> dict:
-    lpips_model, reason = load_lpips("cpu")
+def evaluate(model_paths: list[str], split: str = "test", quiet: bool = False, lpips_net: LpipsNet = "vgg") -> dict:
+    """Score every ``MODEL/<split>/ours_N``; writes graphdeco's results/per_view files and our info file.
+
+    Returns ``{model path: {method: {SSIM, PSNR[, LPIPS]}}}`` (what results.json holds).
+    """
+    lpips_model, reason = load_lpips("cpu", lpips_net)
     if lpips_model is None and not quiet:
         print(f"LPIPS skipped: {reason}. Reporting PSNR and SSIM only.")
+    lpips_info = {"lpips_net": lpips_net} if lpips_model is not None else {"lpips_net": None, "lpips_skipped": reason}
     all_results = {}
     for mp in model_paths:
         split_dir = Path(mp) / split
         methods = sorted(d for d in split_dir.glob("ours_*") if d.is_dir()) if split_dir.is_dir() else []
         if not methods:
             raise UserError(f"{split_dir}: no renders found; run render.py -m {mp} first")
-        results, per_view = {}, {}
+        results, per_view, info = {}, {}, {}
         for method in methods:
-            results[method.name], per_view[method.name] = score_method(method, lpips_model, quiet)
+            results[method.name], per_view[method.name], scored = score_method(method, lpips_model, quiet)
+            info[method.name] = {"split": split, **scored, **lpips_info}
             if not quiet:
                 r = results[method.name]
-                extra = f"  LPIPS {r['LPIPS']:.4f}" if "LPIPS" in r else ""
-                print(f"{mp} {method.name}: PSNR {r['PSNR']:.3f}  SSIM {r['SSIM']:.4f}{extra}  (mask: {r['mask']})")
+                extra = f"  LPIPS({lpips_net}) {r['LPIPS']:.4f}" if "LPIPS" in r else ""
+                print(f"{mp} {split}/{method.name}: PSNR {r['PSNR']:.3f}  SSIM {r['SSIM']:.4f}{extra}  (mask: {scored['mask']})")
         folder = ModelFolder(mp)
-        write_json(folder.results_json, results)
-        write_json(folder.per_view_json, per_view)
+        write_json(folder.results_json(split), results)
+        write_json(folder.per_view_json(split), per_view)
+        write_json(folder.results_info_json(split), info)
         all_results[mp] = results
     return all_results
 
@@ -106,7 +113,9 @@ class MetricsParams(Params):
 
     GROUP = "Metrics"
     model_paths: list[str] = param([], "model folders whose renders to score (render.py output)", short="m")
-    split: Literal["test", "train"] = param("test", "which rendered views to score")
+    split: Literal["test", "train"] = param("test", "which rendered views to score (train writes results_train.json, ...)")
+    lpips_net: LpipsNet = param("vgg", "LPIPS backbone: vgg (graphdeco's papers) or alex (EndoNeRF papers); "
+                                "its weights must be in the local torch cache")
     quiet: bool = param(False, "no progress bars or messages")
 
 
@@ -114,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
     (args,) = parse((MetricsParams,), sys.argv[1:] if argv is None else argv, "Compute PSNR/SSIM/LPIPS of rendered views")
     if not args.model_paths:
         raise UserError("-m/--model_paths is required: the model folder(s) rendered by render.py")
-    return evaluate(args.model_paths, args.split, args.quiet)
+    return evaluate(args.model_paths, args.split, args.quiet, args.lpips_net)
 
 
 if __name__ == "__main__":

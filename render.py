@@ -3,7 +3,8 @@
 
     python render.py -m OUT [--iteration -1] [--skip_train] [--skip_test] [--video]
 
-Writes OUT/{train,test}/ours_N/{renders,gt,depth}/00000.png; masks/ when views have
+Writes OUT/{train,test}/ours_N/{renders,gt,depth}/00000.png (right halves, exposure-compensated, for a
+model trained with --train_test_exp, as graphdeco's render.py); masks/ when views have
 evaluation masks (255 = pixel is scored); features/ when the model has per-Gaussian
 features; OUT/video/ours_N/ for time sequences.
 """
@@ -24,7 +25,8 @@ from arguments.config import Params, param
 from gaussian_renderer import render
 from scene import Scene, background_color
 from scene.gaussian_model import GaussianModel
-from scene.model_folder import MASK_SOURCE_FILE, RENDER_TIMING_FILE
+from scene.exposure import Exposures, right_half
+from scene.model_folder import MASK_SOURCE_FILE, RENDER_TIMING_FILE, ModelFolder
 from utils.errors import UserError, run_cli
 from utils.image_utils import colorize_depth, save_image
 from utils.io_utils import clear_folder, write_json
@@ -74,16 +76,19 @@ def evaluation_masks(scene: Scene, cameras, which: str) -> list:
 
 @torch.no_grad()
 def render_set(out_dir: Path, cameras, gaussians, pipe, bg, feature_projector, quiet: bool, masks: list,
-               mask_source: str) -> None:
+               mask_source: str, exposures: Exposures | None = None) -> None:
     """Write renders, ground truth, depth (and masks / feature PCA) for ``cameras``.
 
     ``masks``: per camera [1,H,W] mask or None (from :func:`evaluation_masks`); ``mask_source``
-    describes them in ``mask_source.json`` for metrics.py. The time spent in render() alone is
-    written to RENDER_TIMING_FILE (frames per second, read by full_eval.py).
+    describes them in ``mask_source.json`` for metrics.py. ``exposures`` (--train_test_exp):
+    renders pass through each image's exposure and every image is cropped to its right half
+    (graphdeco's protocol: the left half of a test image fitted its exposure). The time spent in
+    render() alone is written to RENDER_TIMING_FILE (frames per second, read by full_eval.py).
     """
     clear_folder(out_dir)  # never mix these renders with an earlier run's
     if any(m is not None for m in masks):
         write_json(out_dir / MASK_SOURCE_FILE, {"mask": mask_source})
+    crop = right_half if exposures is not None else (lambda x: x)
     render_s = 0.0
     for idx, cam in enumerate(tqdm(cameras, desc=f"Rendering {out_dir.parent.name}", disable=quiet)):
         start = time.perf_counter()
@@ -91,17 +96,28 @@ def render_set(out_dir: Path, cameras, gaussians, pipe, bg, feature_projector, q
         if pkg["render"].is_cuda:
             torch.cuda.synchronize()
         render_s += time.perf_counter() - start
+        image = pkg["render"] if exposures is None else exposures(pkg["render"], cam.image_name)
         name = f"{idx:05d}.png"
-        save_image(out_dir / "renders" / name, pkg["render"])
-        save_image(out_dir / "gt" / name, cam.original_image)
-        save_image(out_dir / "depth" / name, colorize_depth(pkg["depth"], pkg["alpha"] > 0.5))
+        save_image(out_dir / "renders" / name, crop(image))
+        save_image(out_dir / "gt" / name, crop(cam.original_image))
+        save_image(out_dir / "depth" / name, colorize_depth(crop(pkg["depth"]), crop(pkg["alpha"]) > 0.5))
         if masks[idx] is not None:
-            save_image(out_dir / "masks" / name, masks[idx])
+            save_image(out_dir / "masks" / name, crop(masks[idx]))
         if feature_projector is not None and pkg["feature_map"] is not None:
-            save_image(out_dir / "features" / name, feature_projector(pkg["feature_map"]))
+            save_image(out_dir / "features" / name, feature_projector(crop(pkg["feature_map"])))
     if cameras:
         write_json(out_dir / RENDER_TIMING_FILE, {"views": len(cameras), "render_seconds": render_s,
                                                   "fps": len(cameras) / max(render_s, 1e-9)})
+
+
+def load_exposures(dataset: ModelParams, folder: ModelFolder, device) -> Exposures | None:
+    """The model's exposure.json when it was trained with --train_test_exp (else None)."""
+    if not dataset.train_test_exp:
+        return None
+    if not folder.exposure_json.is_file():
+        raise UserError(f"--train_test_exp: {folder.exposure_json} not found; the model was trained without "
+                        "--train_test_exp (drop the flag) or the file was removed (retrain)")
+    return Exposures.load(folder.exposure_json, device)
 
 
 def render_sets(dataset: ModelParams, pipe: PipelineParams, opts: RenderParams) -> Path:
@@ -117,10 +133,12 @@ def render_sets(dataset: ModelParams, pipe: PipelineParams, opts: RenderParams) 
 
         projector = feature_colorizer(gaussians.get_semantic)
     root, it = scene.folder, scene.loaded_iter
+    exposures = load_exposures(dataset, root, device)
     for split, cams, skip in (("train", scene.getTrainCameras(), skip_train), ("test", scene.getTestCameras(), skip_test)):
         if not skip:
             masks = evaluation_masks(scene, cams, eval_mask)
-            render_set(root.renders_dir(split, it), cams, gaussians, pipe, bg, projector, quiet, masks, MASK_SOURCES[eval_mask])
+            render_set(root.renders_dir(split, it), cams, gaussians, pipe, bg, projector, quiet, masks, MASK_SOURCES[eval_mask],
+                       exposures)
     if video:
         from utils.video import render_sequence_video
 

@@ -22,6 +22,7 @@ from arguments.config import Params, param
 from gaussian_renderer import render
 from scene import Scene, background_color
 from scene.dataset_readers import read_scene
+from scene.exposure import exposure_setup
 from scene.gaussian_model import GaussianModel
 from scene.model_folder import ModelFolder
 from utils.divergence import check_loss, check_parameters
@@ -50,6 +51,8 @@ class TrainParams(Params):
     start_checkpoint: str = param("", "resume from this chkpntN.pth (bit-identical to an uninterrupted run)")
     overwrite: bool = param(False, "replace the outputs of an earlier run found in -m (otherwise that is refused)")
     quiet: bool = param(False, "no progress bars or messages")
+    debug_from: int = param(-1, "turn on --debug's checks after iteration N (0 = from the start, -1 = never)", ge=0, allowed=(-1,))
+    detect_anomaly: bool = param(False, "run the whole training in autograd's anomaly mode (slow; names the op behind a NaN gradient)")
 
 
 GROUPS = (ModelParams, OptimizationParams, PipelineParams, TrainParams, TrainingViewerParams)
@@ -90,7 +93,8 @@ def training(dataset: ModelParams, opt: OptimizationParams, pipe: PipelineParams
         check_checkpoint_matches(run.start_checkpoint, checkpoint, opt.iterations, shape)
     write_cfg_args(dataset.model_path, dataset)  # only once the run is known to be consistent
     scene = Scene(dataset, gaussians, device=data_device, info=info, quiet=run.quiet)
-    train_cams = scene.getTrainCameras()
+    train_cams, test_cams, exposures = exposure_setup(dataset.train_test_exp, scene.getTrainCameras(), scene.getTestCameras(),
+                                                      opt, device)
     if not train_cams:
         raise UserError(f"{dataset.source_path}: no training images")
     gaussians.training_setup(opt)
@@ -102,12 +106,20 @@ def training(dataset: ModelParams, opt: OptimizationParams, pipe: PipelineParams
         sampler.load_state(checkpoint["sampler"])
         torch.set_rng_state(checkpoint["torch_rng"])
         losses.load_state(checkpoint["extra"])
+        if exposures is not None:
+            if "exposure" not in checkpoint["extra"]:
+                raise UserError(f"{run.start_checkpoint}: was written without --train_test_exp; resume without it")
+            exposures.load_state(checkpoint["extra"]["exposure"])
         first_iter = int(checkpoint["iteration"]) + 1
 
     folder = ModelFolder(dataset.model_path)
     save_iterations = set(run.save_iterations) | {opt.iterations}
     bg = torch.tensor(background_color(dataset.white_background), device=device)
-    render_fn = lambda cam: render(cam.to(device), gaussians, pipe, bg)  # noqa: E731
+
+    def render_fn(cam, background=bg):
+        pkg = render(cam.to(device), gaussians, pipe, background)
+        return pkg if exposures is None else {**pkg, "render": exposures(pkg["render"], cam.image_name)}
+
     viewer = TrainingViewer.for_training(view, gaussians, pipe, bg, scene)
     progress = tqdm(range(first_iter, opt.iterations + 1), desc="Training", disable=run.quiet, initial=first_iter - 1, total=opt.iterations)
     ema_loss = ema_psnr = None
@@ -118,9 +130,11 @@ def training(dataset: ModelParams, opt: OptimizationParams, pipe: PipelineParams
             gaussians.oneup_sh_degree()
         cam = train_cams[sampler.next()].to(device)
         background = torch.rand(3, device=device) if opt.random_background else bg
+        if iteration - 1 == run.debug_from:  # graphdeco's --debug_from: checks on from the next iteration
+            pipe = pipe.replace(debug=True)
         # --debug: autograd names the forward op behind a NaN gradient; render() checks its tensors
-        with torch.autograd.detect_anomaly(check_nan=True) if pipe.debug else contextlib.nullcontext():
-            pkg = render(cam, gaussians, pipe, background)
+        with torch.autograd.detect_anomaly(check_nan=True) if pipe.debug or run.detect_anomaly else contextlib.nullcontext():
+            pkg = render_fn(cam, background)
             loss, terms = losses(iteration, cam, pkg, gaussians)
             loss_value = check_loss(iteration, loss, terms, cam.image_name, opt)
             loss.backward()
@@ -132,7 +146,7 @@ def training(dataset: ModelParams, opt: OptimizationParams, pipe: PipelineParams
             if iteration % LOG_EVERY == 0 or iteration == opt.iterations:
                 progress.set_postfix(loss=f"{ema_loss:.4f}", psnr=f"{ema_psnr:.2f}", n=gaussians.num_points)
             if iteration in run.test_iterations:
-                last_metrics = {"iteration": iteration, "test": evaluate(scene.getTestCameras(), render_fn),
+                last_metrics = {"iteration": iteration, "test": evaluate(test_cams, render_fn),
                                 "train": evaluate(train_cams[:: max(1, len(train_cams) // 5)][:5], render_fn),
                                 "num_gaussians": gaussians.num_points}
                 if not run.quiet:
@@ -142,6 +156,8 @@ def training(dataset: ModelParams, opt: OptimizationParams, pipe: PipelineParams
                 check_parameters(iteration, gaussians, opt)
                 scene.save(iteration)
                 losses.save(folder.root, iteration)
+                if exposures is not None:
+                    exposures.save(folder.exposure_json)
                 if not run.quiet:
                     tqdm.write(f"[ITER {iteration}] saved {scene.ply_path(iteration)}")
 
@@ -155,12 +171,14 @@ def training(dataset: ModelParams, opt: OptimizationParams, pipe: PipelineParams
                 if iteration % opt.opacity_reset_interval == 0 or (dataset.white_background and iteration == opt.densify_from_iter):
                     gaussians.reset_opacity()
 
-            gaussians.optimizer.step()
-            gaussians.optimizer.zero_grad(set_to_none=True)
+            gaussians.optimizer_step(pkg["visibility_filter"])
+            if exposures is not None:
+                exposures.step(iteration)
             losses.step()
             if iteration in run.checkpoint_iterations:
                 check_parameters(iteration, gaussians, opt)
-                save_checkpoint(folder.checkpoint(iteration), gaussians, iteration, sampler, losses.state())
+                extra = losses.state() if exposures is None else {**losses.state(), "exposure": exposures.state()}
+                save_checkpoint(folder.checkpoint(iteration), gaussians, iteration, sampler, extra)
         viewer.update(gaussians, iteration, {"loss": ema_loss, "psnr": ema_psnr})
         viewer.wait_while_paused()
     progress.close()
@@ -188,7 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         metrics = training(model, opt, pipe, run, view)
     except FloatingPointError as exc:  # raised by --debug's checks, after autograd's detail
-        raise UserError(f"--debug: {exc}") from None
+        raise UserError(f"--debug{'/--debug_from' if run.debug_from >= 0 else ''}: {exc}") from None
     if not run.quiet:
         print("Training complete.")
     return metrics

@@ -18,6 +18,7 @@ from arguments.files import cfg_args_values, load_config, read_cfg_args, write_c
 from utils.errors import UserError
 
 Device = Literal["auto", "cpu", "cuda"]
+NOT_YET = "not implemented in this toolkit yet; drop the flag"  # graphdeco flags accepted by the parser only
 RESOLUTION_AUTO = -1  # -r -1: full size, capped at 1600 px wide (graphdeco)
 
 
@@ -30,9 +31,12 @@ class ModelParams(Params):
     source_path: str = param("", "scene folder: COLMAP (sparse/), Blender (transforms_train.json) or EndoNeRF (poses_bounds.npy)", short="s")
     model_path: str = param("", "model folder to write (train.py; default output/<scene name>) or read (render.py, ...)", short="m")
     images: str = param("images", "name of the scene's image folder (e.g. images_4 for COLMAP's downscaled copies)", short="i")
+    depths: str = param("", "name of the scene's folder of monocular inverse-depth maps for depth regularisation (graphdeco); "
+                        "empty = none", short="d")
     resolution: int = param(RESOLUTION_AUTO, "training resolution: 1, 2, 4, 8 divide the image size; another value is a "
                             "target width in pixels; -1 caps the width at 1600 px", short="r", ge=1, allowed=(RESOLUTION_AUTO,))
     white_background: bool = param(False, "composite on a white background (Blender scenes with alpha)", short="w")
+    train_test_exp: bool = param(False, "learn a per-image exposure; test views are compensated (graphdeco's protocol)")
     data_device: Device = param("auto", "where training images are kept: auto = the compute device (--device); cpu saves GPU memory")
     eval: bool = param(False, "hold out every 8th image (name order) as a test view (COLMAP/Blender; EndoNeRF always uses its protocol)")
     device: Device = param("auto", "compute device: auto = cuda when available, else cpu")
@@ -48,6 +52,10 @@ class ModelParams(Params):
     feature_decoder: Literal["auto", "pca", "decoder"] = param("auto", "how rendered DINO features meet the teacher: its PCA channels, "
                                                                 "a learned 1x1 decoder, or auto")
 
+    def check(self) -> None:
+        if self.depths:
+            raise UserError(f"--depths: {NOT_YET}")
+
 
 @dataclass(frozen=True)
 class PipelineParams(Params):
@@ -57,6 +65,13 @@ class PipelineParams(Params):
     backend: Literal["auto", "torch", "cpu", "gsplat"] = param("auto", "compositing backend: auto = gsplat on CUDA, else the "
                                                                "C++ cpu rasterizer, else torch")
     debug: bool = param(False, "stop at the first NaN/inf in render() or the loss, naming the tensor; autograd anomaly mode (slow)")
+    antialiasing: bool = param(False, "mip-style antialiasing: opacity compensation of the screen-space dilation")
+    convert_SHs_python: bool = param(False, "accepted for graphdeco's scripts; SH -> RGB is always computed in PyTorch here")
+    compute_cov3D_python: bool = param(False, "accepted for graphdeco's scripts; 3D covariances are always computed in PyTorch here")
+
+    def check(self) -> None:
+        if self.antialiasing:
+            raise UserError(f"--antialiasing: {NOT_YET}")
 
 
 @dataclass(frozen=True)
@@ -96,6 +111,14 @@ class OptimizationParams(Params):
     lambda_feature: float = param(0.0, "weight of the per-Gaussian feature distillation loss (needs --feature_dim, --dino_feature_dir)", ge=0)
     feature_loss: Literal["l1", "cosine"] = param("l1", "distance of the feature distillation loss")
     decoder_lr: float = param(0.001, "learning rate of the 1x1 feature decoder", gt=0)
+    exposure_lr_init: float = param(0.01, "--train_test_exp: initial learning rate of the per-image exposures", gt=0)
+    exposure_lr_final: float = param(0.001, "--train_test_exp: final learning rate of the per-image exposures", gt=0)
+    exposure_lr_delay_steps: int = param(0, "--train_test_exp: iterations of exposure learning-rate warm-up", ge=0)
+    exposure_lr_delay_mult: float = param(0.0, "--train_test_exp: exposure learning-rate warm-up factor", ge=0, le=1)
+    depth_l1_weight_init: float = param(1.0, "--depths: initial weight of the inverse-depth L1 loss", ge=0)
+    depth_l1_weight_final: float = param(0.01, "--depths: final weight of the inverse-depth L1 loss", ge=0)
+    optimizer_type: Literal["default", "sparse_adam"] = param("default", "Adam over every Gaussian, or only over those "
+                                                              "visible in the view (sparse_adam)")
 
     def check(self) -> None:
         needs_dino = [f"--{k}" for k in ("lambda_perceptual", "lambda_feature") if getattr(self, k) > 0]

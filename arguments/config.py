@@ -28,13 +28,17 @@ P = TypeVar("P", bound="Params")
 
 
 def param(default: Any, help: str, *, short: str | None = None, ge: float | None = None, gt: float | None = None,
-          le: float | None = None, allowed: Sequence[Any] = ()) -> Any:
+          le: float | None = None, allowed: Sequence[Any] = (), aliases: Sequence[str] = ()) -> Any:
     """A config field: ``default``, a one-line ``help``, an optional one-letter ``short`` flag and range.
 
     ``ge``/``gt``/``le`` bound numbers (list elements too); ``allowed`` lists extra values that
-    are accepted outside the range (e.g. -1 meaning "auto").
+    are accepted outside the range (e.g. -1 meaning "auto"); ``aliases`` are other option strings
+    for the same flag (e.g. ``("--dir_images",)``: the name another repository's scripts use).
     """
-    meta = {"help": help, "short": short, "ge": ge, "gt": gt, "le": le, "allowed": tuple(allowed)}
+    bad = [a for a in aliases if not (a.startswith("--") and len(a) > 2)]
+    if bad:
+        raise ValueError(f"aliases must be long options such as --name, got {bad}")
+    meta = {"help": help, "short": short, "ge": ge, "gt": gt, "le": le, "allowed": tuple(allowed), "aliases": tuple(aliases)}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda d=default: list(d), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -191,7 +195,7 @@ def add_group(parser: argparse.ArgumentParser, cls: type[Params]) -> None:
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        flags = [f"--{f.name}"] + ([f"-{f.metadata['short']}"] if f.metadata["short"] else [])
+        flags = [f"--{f.name}"] + ([f"-{f.metadata['short']}"] if f.metadata["short"] else []) + list(f.metadata["aliases"])
         kw: dict[str, Any] = {"default": argparse.SUPPRESS, "help": help_line(f.metadata, tp, default), "dest": f.name}
         base = tp
         if get_origin(tp) in (typing.Union, types.UnionType):

@@ -150,9 +150,17 @@ class GaussianModel:
             "deform": opt.deform_lr,
         }
         groups = [{"params": [p], "lr": lrs[name], "name": name} for name, p in self.params.items()]
-        self.optimizer = optim_utils.make_adam(groups, lr=0.0, eps=1e-15)
+        self.optimizer = optim_utils.make_optimizer(groups, opt.optimizer_type, lr=0.0, eps=1e-15)
         self._opt = opt
         self._reset_stats(self.num_points)
+
+    def optimizer_step(self, visible: torch.Tensor) -> None:
+        """One optimizer step; ``visible`` [N] bool (the view's visibility) limits sparse_adam to the seen Gaussians."""
+        if isinstance(self.optimizer, optim_utils.SparseGaussianAdam):
+            self.optimizer.step(visible)
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
     def update_learning_rate(self, iteration: int) -> float:
         """Exponential position schedule (scaled by the scene extent); returns the xyz lr."""

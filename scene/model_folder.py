@@ -5,11 +5,14 @@
     MODEL/cfg_args                                   loading parameters (arguments.files)
     MODEL/cameras.json, MODEL/input.ply              written when training starts
     MODEL/point_cloud/iteration_N/point_cloud.ply    saved Gaussians (+ feature_decoder.pt)
+    MODEL/exposure.json                              per-image exposures (--train_test_exp), rewritten with each save
     MODEL/chkpntN.pth                                checkpoints (--checkpoint_iterations)
     MODEL/{train,test}/ours_N/{renders,gt,depth,masks,features}/, mask_source.json,
                                                      render_timing.json   render.py
     MODEL/video/ours_N/                              render.py --video
-    MODEL/results.json, MODEL/per_view.json          metrics.py
+    MODEL/results.json, MODEL/per_view.json          metrics.py (graphdeco's schema: numbers only)
+    MODEL/results_info.json                          metrics.py: mask, protocol, view count, LPIPS net
+    MODEL/results_train.json, per_view_train.json, results_info_train.json    metrics.py --split train
     MODEL/clusters/                                  cluster.py
 """
 from __future__ import annotations
@@ -28,6 +31,7 @@ RENDER_TIMING_FILE = "render_timing.json"  # in ours_N/: views and seconds spent
 _ITERATION_DIR = re.compile(r"^iteration_(\d+)$")
 _CHECKPOINT = re.compile(r"^chkpnt(\d+)\.pth$")
 SPLITS = ("train", "test")
+RESULTS_INFO_STEM = "results_info"  # beside results.json: what graphdeco's numbers-only schema cannot hold
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,10 @@ class ModelFolder:
         return self.root / "input.ply"
 
     @property
+    def exposure_json(self) -> Path:
+        return self.root / "exposure.json"
+
+    @property
     def point_cloud_dir(self) -> Path:
         return self.root / "point_cloud"
 
@@ -70,13 +78,21 @@ class ModelFolder:
     def video_dir(self, iteration: int) -> Path:
         return self.root / "video" / f"ours_{iteration}"
 
-    @property
-    def results_json(self) -> Path:
-        return self.root / "results.json"
+    def _metrics_file(self, stem: str, split: str) -> Path:
+        """``stem.json`` for the test split (graphdeco's names), ``stem_<split>.json`` for another."""
+        return self.root / (f"{stem}.json" if split == "test" else f"{stem}_{split}.json")
 
-    @property
-    def per_view_json(self) -> Path:
-        return self.root / "per_view.json"
+    def results_json(self, split: str = "test") -> Path:
+        """method -> {SSIM, PSNR, LPIPS} numbers (graphdeco's schema)."""
+        return self._metrics_file("results", split)
+
+    def per_view_json(self, split: str = "test") -> Path:
+        """method -> metric -> view name -> value (graphdeco's schema)."""
+        return self._metrics_file("per_view", split)
+
+    def results_info_json(self, split: str = "test") -> Path:
+        """method -> how the results were scored (mask, protocol, view count, LPIPS net)."""
+        return self._metrics_file(RESULTS_INFO_STEM, split)
 
     @property
     def clusters_dir(self) -> Path:
@@ -107,8 +123,9 @@ class ModelFolder:
 
     def run_outputs(self) -> list[Path]:
         """What a training run (and the scripts after it) wrote here: removed by ``train.py --overwrite``."""
-        fixed = [self.cfg_args, self.cameras_json, self.input_ply, self.point_cloud_dir, self.root / "video",
-                 self.results_json, self.per_view_json, self.clusters_dir, *(self.root / s for s in SPLITS)]
+        fixed = [self.cfg_args, self.cameras_json, self.input_ply, self.exposure_json, self.point_cloud_dir, self.root / "video",
+                 *(f(s) for s in SPLITS for f in (self.results_json, self.per_view_json, self.results_info_json)),
+                 self.clusters_dir, *(self.root / s for s in SPLITS)]
         checkpoints = [self.checkpoint(i) for i in self.checkpoint_iterations()]
         return [p for p in fixed + checkpoints if p.exists() or p.is_symlink()]
 

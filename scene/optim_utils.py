@@ -22,6 +22,53 @@ def make_adam(groups: list[dict], **kwargs) -> torch.optim.Adam:
         return torch.optim.Adam(groups, **kwargs)
 
 
+class SparseGaussianAdam(torch.optim.Adam):
+    """Adam that, given the view's visibility, updates only the visible Gaussians (``--optimizer_type sparse_adam``).
+
+    Every param group holds one per-Gaussian tensor [N, ...]. ``step(visible)`` moves the moments
+    and values of the rows where ``visible`` [N] bool is True with Adam's rule (bias correction by the
+    group's step count, which advances every step); rows of Gaussians not seen in the view keep their
+    values and moments untouched, as in graphdeco's SparseGaussianAdam. ``step()`` without
+    ``visible`` is plain Adam. The state has torch Adam's layout, so checkpoints and the row surgery
+    below work unchanged.
+    """
+
+    def __init__(self, groups: list[dict], **kwargs):
+        super().__init__(groups, foreach=False, **kwargs)
+
+    @torch.no_grad()
+    def step(self, visible: torch.Tensor | None = None):  # type: ignore[override]
+        if visible is None:
+            return super().step()
+        for group in self.param_groups:
+            (param,) = group["params"]
+            if param.grad is None:  # replaced by densification or an opacity reset this iteration
+                continue
+            if param.shape[0] != visible.shape[0]:
+                raise ValueError(f"{group['name']}: {param.shape[0]} rows but visibility of {visible.shape[0]} Gaussians")
+            state = self.state[param]
+            if not state:
+                state["step"] = torch.tensor(0.0)
+                state["exp_avg"] = torch.zeros_like(param)
+                state["exp_avg_sq"] = torch.zeros_like(param)
+            state["step"] += 1
+            t = float(state["step"])
+            (b1, b2), lr, eps = group["betas"], group["lr"], group["eps"]
+            rows = visible.nonzero().squeeze(1)  # gather/scatter: the cost follows the visible count
+            grad = param.grad[rows]
+            m = state["exp_avg"][rows].mul_(b1).add_(grad, alpha=1 - b1)
+            v = state["exp_avg_sq"][rows].mul_(b2).addcmul_(grad, grad, value=1 - b2)
+            state["exp_avg"][rows], state["exp_avg_sq"][rows] = m, v
+            denom = (v.sqrt() / math.sqrt(1 - b2 ** t)).add_(eps)
+            param[rows] = param[rows] - (lr / (1 - b1 ** t)) * m / denom
+        return None
+
+
+def make_optimizer(groups: list[dict], kind: str = "default", **kwargs) -> torch.optim.Adam:
+    """``--optimizer_type``: Adam over every Gaussian (default) or only the visible ones (sparse_adam)."""
+    return SparseGaussianAdam(groups, **kwargs) if kind == "sparse_adam" else make_adam(groups, **kwargs)
+
+
 def _replace(optimizer: torch.optim.Optimizer, name: str, new: torch.Tensor, state_fn) -> nn.Parameter:
     """Swap the parameter of group ``name`` for ``new``; ``state_fn(old_state_tensor)`` maps the Adam moments."""
     for group in optimizer.param_groups:

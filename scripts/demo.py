@@ -56,9 +56,9 @@ def main() -> None:
 
     results = json.loads((model / "results.json").read_text())
     it_key = sorted(results)[-1]
-    r = results[it_key]
+    r, info = results[it_key], json.loads((model / "results_info.json").read_text())[it_key]
     print("\n=== Demo finished")
-    print(f"test PSNR {r['PSNR']:.2f} dB, SSIM {r['SSIM']:.4f} (mask: {r['mask']})")
+    print(f"test PSNR {r['PSNR']:.2f} dB, SSIM {r['SSIM']:.4f} (mask: {info['mask']})")
     print(f"time per step (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
     print("Results:")
     for label, path in [

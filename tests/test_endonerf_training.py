@@ -80,5 +80,6 @@ def test_real_c3vd_sample_trains_renders_video_and_scores(tmp_path):
     render.main(["-m", str(out), "--video", "--quiet"])
     assert (out / "video" / f"ours_{its}" / "renders.mp4").stat().st_size > 1000
     res = metrics.main(["-m", str(out), "--quiet"])[str(out)][f"ours_{its}"]
-    assert res["num_views"] == 3 and "tool masks" in res["mask"]
+    info = json.loads((out / "results_info.json").read_text())[f"ours_{its}"]
+    assert info["num_views"] == 3 and "tool masks" in info["mask"]
     assert json.loads((out / "results.json").read_text())[f"ours_{its}"]["PSNR"] == pytest.approx(res["PSNR"])

@@ -165,9 +165,9 @@ def test_a_step_is_done_only_with_the_same_command_and_complete_outputs(tmp_path
     folder = ModelFolder(run.model_path)
     folder.ply(60).parent.mkdir(parents=True)
     folder.ply(60).write_bytes(b"ply\n")
-    write_json(folder.results_json, {"ours_30": {"PSNR": 20.0}})
+    write_json(folder.results_json(), {"ours_30": {"PSNR": 20.0}})
     assert not step_done(run, "metrics")  # results of another iteration than the latest model's
-    write_json(folder.results_json, {"ours_60": {"PSNR": 20.0}})
+    write_json(folder.results_json(), {"ours_60": {"PSNR": 20.0}})
     assert step_done(run, "metrics")
     write_json(stamp, {"command": ["python", *step_command(run, "metrics"), "--split", "train"], "seconds": 1.0})
     assert not step_done(run, "metrics")  # the suite changed the command: run it again

@@ -1,6 +1,7 @@
 """Gaussian model: PLY round trip, optimizer surgery in densify/prune, deformation identity at init."""
 from __future__ import annotations
 
+import dataclasses
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from utils.errors import UserError
 
 
 def _opt(**kw):
-    return OptimizationParams.defaults().replace(**kw)
+    return dataclasses.replace(OptimizationParams.defaults(), **kw)  # unchecked: tests use edge values (threshold 0)
 
 
 def _model(n=50, feature_dim=0, deform=0, seed=0):

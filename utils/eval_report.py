@@ -94,7 +94,7 @@ def markdown(suite: Suite, rows: list[dict], random_init: bool, launcher: str) -
                  "Train time and extraction img/s are wall times of the scripts (start-up and loading included); "
                  "render FPS counts render() only; "
                  "peak memory is the training process's maximum resident set size. Blank: not available "
-                 "(e.g. LPIPS without its local AlexNet weights).")
+                 "(e.g. LPIPS without its backbone's weights in the local torch cache).")
     lines = _run_lines(rows)
     if len(rows) > 1:
         lines.append(_run_lines([mean_row(rows, "mean")])[0])

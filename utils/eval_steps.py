@@ -99,7 +99,7 @@ def outputs_present(run: Run, step: str) -> bool:
     render_dir = latest_render_dir(folder)
     if step == "render":
         return render_dir is not None and (render_dir / RENDER_TIMING_FILE).is_file()
-    return render_dir is not None and folder.results_json.is_file() and render_dir.name in read_json(folder.results_json)
+    return render_dir is not None and folder.results_json().is_file() and render_dir.name in read_json(folder.results_json())
 
 
 def stamp_path(run: Run, step: str) -> Path:
@@ -158,10 +158,11 @@ def collect_row(run: Run) -> dict:
     folder = ModelFolder(run.model_path)
     row: dict = {"run": run.name, "scene": run.scene, "backbone": run.backbone}
     render_dir = latest_render_dir(folder)
-    results = read_json(folder.results_json) if folder.results_json.is_file() else {}
+    results, info = ({} if not p.is_file() else read_json(p) for p in (folder.results_json(), folder.results_info_json()))
     res = results.get(render_dir.name, {}) if render_dir else {}
-    row.update(PSNR=res.get("PSNR"), SSIM=res.get("SSIM"), LPIPS=res.get("LPIPS"), mask=res.get("mask"),
-               test_views=res.get("num_views"))
+    how = info.get(render_dir.name, {}) if render_dir else {}  # mask and view count live beside results.json
+    row.update(PSNR=res.get("PSNR"), SSIM=res.get("SSIM"), LPIPS=res.get("LPIPS"), mask=how.get("mask"),
+               test_views=how.get("num_views"))
     its = folder.saved_iterations()
     row["iterations"] = its[-1] if its else None
     row["gaussians"] = ply_vertex_count(folder.ply(its[-1])) if its else None
