@@ -7,6 +7,10 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_output
 PYTEST_ARGS ?=
+# Two pytest workers (pytest-xdist; a file's tests stay on one worker so its module fixtures are built once):
+# the suite is dominated by single-threaded script start-ups, so this halves it on 2 cores.
+PYTEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest tests -q -ra -n $(PYTEST_WORKERS) --dist loadfile
 
 .PHONY: install browser demo test test-fast bench clean
 
@@ -31,10 +35,10 @@ demo: install
 	$(PY) scripts/demo.py --out $(DEMO_DIR)
 
 test: install browser
-	$(PY) -m pytest tests -q -ra $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 test-fast: install
-	$(PY) -m pytest tests -q -ra -m "not slow" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 bench: install
 	$(PY) benchmarks/bench_rasterizer.py
