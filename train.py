@@ -112,7 +112,7 @@ def training(dataset: ModelParams, opt: OptimizationParams, pipe: PipelineParams
             exposures.load_state(checkpoint["extra"]["exposure"])
         first_iter = int(checkpoint["iteration"]) + 1
 
-    folder = ModelFolder(dataset.model_path)
+    folder = scene.folder
     save_iterations = set(run.save_iterations) | {opt.iterations}
     bg = torch.tensor(background_color(dataset.white_background), device=device)
 

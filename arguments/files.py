@@ -24,10 +24,6 @@ from utils.io_utils import read_text, write_text
 MAX_CONFIG_BYTES = 1 << 20  # a parameter file is a few kB; refuse anything huge before parsing it
 
 
-def _read_source(path: Path, what: str) -> str:
-    return read_text(path, what, MAX_CONFIG_BYTES)
-
-
 def _literal(node: ast.AST, path: Path, line: int) -> Any:
     try:
         return ast.literal_eval(node)
@@ -43,7 +39,7 @@ def load_config(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> dict:
     if p.resolve() in _seen:
         raise UserError(f"{p}: config _base_ chain loops back to itself")
     try:
-        tree = ast.parse(_read_source(p, "config"), filename=str(p))
+        tree = ast.parse(read_text(p, "config", MAX_CONFIG_BYTES), filename=str(p))
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         raise UserError(f"{p}: not a valid config file (line {getattr(exc, 'lineno', '?')}): "
                         "write Name = {...} assignments of literal dicts") from None
@@ -72,7 +68,7 @@ def read_cfg_args(model_path: str | os.PathLike) -> dict[str, Any]:
         raise UserError(f"{model_path}: model folder not found; -m must point to a folder written by train.py")
     if not path.is_file():
         raise UserError(f"{path}: not found; -m must point to a trained model folder (made by train.py)")
-    text = _read_source(path, "cfg_args").strip()
+    text = read_text(path, "cfg_args", MAX_CONFIG_BYTES).strip()
     try:
         node = ast.parse(text, mode="eval").body
     except (SyntaxError, ValueError, RecursionError, MemoryError):

@@ -27,7 +27,7 @@ from utils.dino_utils import DinoExtractor
 from utils.errors import UserError
 from utils.feature_pca import basis_tensors, project
 from utils.image_utils import IMAGE_EXTENSIONS as IMAGE_SUFFIXES  # the one list of image extensions
-from utils.io_utils import load_npy, read_json_object
+from utils.io_utils import is_json_type, load_npy, read_json_object
 
 META_NAME = "features_meta.json"
 FORMAT_VERSION = 1
@@ -86,17 +86,13 @@ def read_feature_meta(feature_dir: str | os.PathLike) -> tuple[Path, dict]:
     return meta_path, meta
 
 
-def _is(value, kind) -> bool:
-    return isinstance(value, kind) and not (kind in (int, float, (int, float)) and isinstance(value, bool))
-
-
 def check_meta_types(meta_path: Path, meta: dict) -> None:
     """One-line UserError naming the file and key of the first field of the wrong type or value."""
     fix = "re-extract with --overwrite"
     read_json_object(meta_path, META_FIELD_TYPES)
-    numbers = lambda v, n=None: isinstance(v, list) and all(_is(x, (int, float)) for x in v) and (n is None or len(v) == n)  # noqa: E731
+    numbers = lambda v, n=None: isinstance(v, list) and all(is_json_type(x, (int, float)) for x in v) and (n is None or len(v) == n)  # noqa: E731
     checks = {
-        "layers": (numbers(meta["layers"]) and all(_is(x, int) and x >= 0 for x in meta["layers"]) and meta["layers"],
+        "layers": (numbers(meta["layers"]) and all(is_json_type(x, int) and x >= 0 for x in meta["layers"]) and meta["layers"],
                    "a non-empty list of block indices"),
         "resolution": (meta["resolution"] > 0, "a positive pixel size"),
         "channels": (meta["channels"] > 0, "a positive channel count"),

@@ -169,6 +169,12 @@ def read_json(path: str | os.PathLike) -> Any:
         raise UserError(f"{shown_path(path)}: JSON nested too deeply; not a file this toolkit writes") from None
 
 
+def is_json_type(value: Any, kind: type | tuple[type, ...]) -> bool:
+    """``isinstance(value, kind)``, except that JSON's true/false never count as numbers."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return isinstance(value, kind) and not (isinstance(value, bool) and bool not in kinds)
+
+
 def read_json_object(path: str | os.PathLike, required: dict[str, type | tuple[type, ...]]) -> dict:
     """A JSON file that must hold an object with the ``required`` keys of the given types (one-line errors)."""
     data = read_json(path)
@@ -177,6 +183,6 @@ def read_json_object(path: str | os.PathLike, required: dict[str, type | tuple[t
     for key, kind in required.items():
         if key not in data:
             raise UserError(f"{path}: missing key '{key}'")
-        if not isinstance(data[key], kind) or (kind in (int, float) and isinstance(data[key], bool)):
+        if not is_json_type(data[key], kind):
             raise UserError(f"{path}: key '{key}' has the wrong type ({type(data[key]).__name__})")
     return data
