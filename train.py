@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from arguments import ModelParams, OptimizationParams, PipelineParams, check_model_and_optimization, parse, write_cfg_args
+from arguments import (SAVED_PIPELINE_KEYS, ModelParams, OptimizationParams, PipelineParams, check_model_and_optimization,
+                       parse, write_cfg_args)
 from arguments.config import Params, param
 from gaussian_renderer import render
 from scene import Scene, background_color
@@ -91,7 +92,7 @@ def training(dataset: ModelParams, opt: OptimizationParams, pipe: PipelineParams
     if checkpoint is not None:
         shape = {"sh_degree": gaussians.max_sh_degree, "feature_dim": gaussians.feature_dim, "deform_basis": gaussians.deform_basis}
         check_checkpoint_matches(run.start_checkpoint, checkpoint, opt.iterations, shape)
-    write_cfg_args(dataset.model_path, dataset)  # only once the run is known to be consistent
+    write_cfg_args(dataset.model_path, dataset, (pipe, SAVED_PIPELINE_KEYS))  # once the run is known to be consistent
     scene = Scene(dataset, gaussians, device=data_device, info=info, quiet=run.quiet)
     train_cams, test_cams, exposures = exposure_setup(dataset.train_test_exp, scene.getTrainCameras(), scene.getTestCameras(),
                                                       opt, device)

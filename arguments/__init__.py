@@ -20,6 +20,7 @@ from utils.errors import UserError
 Device = Literal["auto", "cpu", "cuda"]
 NOT_YET = "not implemented in this toolkit yet; drop the flag"  # graphdeco flags accepted by the parser only
 RESOLUTION_AUTO = -1  # -r -1: full size, capped at 1600 px wide (graphdeco)
+SAVED_PIPELINE_KEYS = ("antialiasing",)  # how the model must be rendered: saved in cfg_args with ModelParams
 
 
 @dataclass(frozen=True)
@@ -65,13 +66,10 @@ class PipelineParams(Params):
     backend: Literal["auto", "torch", "cpu", "gsplat"] = param("auto", "compositing backend: auto = gsplat on CUDA, else the "
                                                                "C++ cpu rasterizer, else torch")
     debug: bool = param(False, "stop at the first NaN/inf in render() or the loss, naming the tensor; autograd anomaly mode (slow)")
-    antialiasing: bool = param(False, "mip-style antialiasing: opacity compensation of the screen-space dilation")
+    antialiasing: bool = param(False, "antialiasing (Mip-Splatting's 2D filter): scale each opacity by how much the "
+                               "0.3-pixel screen-space blur widened the Gaussian; saved with the model and reused by render.py")
     convert_SHs_python: bool = param(False, "accepted for graphdeco's scripts; SH -> RGB is always computed in PyTorch here")
     compute_cov3D_python: bool = param(False, "accepted for graphdeco's scripts; 3D covariances are always computed in PyTorch here")
-
-    def check(self) -> None:
-        if self.antialiasing:
-            raise UserError(f"--antialiasing: {NOT_YET}")
 
 
 @dataclass(frozen=True)
@@ -155,6 +153,8 @@ def parse(groups: Sequence[type[Params]], argv: Sequence[str], description: str,
         if "model_path" not in typed:
             raise UserError("-m/--model_path is required: the model folder written by train.py")
         layer.update(cfg_args_values(typed["model_path"].value, ModelParams))
+        if PipelineParams in groups:
+            layer.update(cfg_args_values(typed["model_path"].value, PipelineParams, SAVED_PIPELINE_KEYS))
     if config is not None and config.value is not None:
         values = {k: Value(v, f"{config.value}: {k}") for k, v in load_config(config.value).items()}
         split_groups(groups, values, where=config.value)  # unknown keys and bad values, named by file and key

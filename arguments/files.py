@@ -14,7 +14,7 @@ import dataclasses
 import os
 from argparse import Namespace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from arguments.config import Params, Value, names
 from scene.model_folder import CFG_ARGS
@@ -85,14 +85,18 @@ def read_cfg_args(model_path: str | os.PathLike) -> dict[str, Any]:
     return out
 
 
-def cfg_args_values(model_path: str | os.PathLike, group: type[Params]) -> dict[str, Value]:
-    """The saved values of ``group``'s fields, tagged with the file and key for error messages."""
+def cfg_args_values(model_path: str | os.PathLike, group: type[Params], keys: Sequence[str] | None = None) -> dict[str, Value]:
+    """The saved values of ``group``'s fields (only ``keys`` when given), tagged with the file and key for errors."""
     saved = read_cfg_args(model_path)
     where = Path(model_path) / CFG_ARGS
-    return {k: Value(v, f"{where}: {k}") for k, v in saved.items() if k in names(group)}
+    wanted = set(names(group)) if keys is None else set(keys) & set(names(group))
+    return {k: Value(v, f"{where}: {k}") for k, v in saved.items() if k in wanted}
 
 
-def write_cfg_args(model_path: str | os.PathLike, params: Params) -> None:
-    """Save ``params`` as ``cfg_args`` (graphdeco's Namespace repr; render.py parses it as data)."""
+def write_cfg_args(model_path: str | os.PathLike, params: Params, *extra: tuple[Params, Sequence[str]]) -> None:
+    """Save ``params`` as ``cfg_args`` (graphdeco's Namespace repr; render.py parses it as data), plus the named
+    fields of other groups: ``extra`` = (group instance, field names) pairs."""
     values = {f.name: getattr(params, f.name) for f in dataclasses.fields(params)}
+    for group, keys in extra:
+        values.update({k: getattr(group, k) for k in keys})
     write_text(Path(model_path) / CFG_ARGS, repr(Namespace(**values)))

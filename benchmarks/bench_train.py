@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import resource
 import statistics
@@ -54,7 +55,7 @@ MB = 1024.0 * 1024.0
 TIMING_WARMUP = 10  # iterations left out of the timing (when there are more than twice as many)
 PROFILE_TOP_OPS = 15
 PROFILE_SKIP = 10  # --profile: iterations run before the profiled ones (allocator and kernel warm-up)
-RENDER_STAGES = ("project_gaussians", "eval_sh", "get_rasterizer")  # gaussian_renderer names wrapped by --profile
+RENDER_STAGES = ("project_gaussians", "eval_sh", "get_backend")  # gaussian_renderer names wrapped by --profile
 DEFAULT_ITERATIONS = {"blender": 200, "endonerf": 200, "c3vd": 40}
 C3VD_SCENE = ROOT.parent / "shared" / "data" / "endonerf_c3vd_first20"
 C3VD_ARGS = ["--config", str(ROOT / "arguments" / "endonerf" / "pulling.py"), "--identity_poses", "-r", "2"]
@@ -187,8 +188,11 @@ def profile_training(scene: Path, out: Path, backend: str, device: str, iteratio
                 return fn(*a, **k)
         return run
 
-    def get_rasterizer(*a, **k):
-        return labelled("composite", originals["get_rasterizer"](*a, **k))
+    def get_backend(*a, **k):  # a backend's own fused projection / SH are labelled like the torch ones
+        be = originals["get_backend"](*a, **k)
+        wrap = lambda name, fn: None if fn is None else labelled(name, fn)  # noqa: E731
+        return dataclasses.replace(be, rasterize=labelled("composite", be.rasterize), project=wrap("project", be.project),
+                                   sh_to_color=wrap("sh", be.sh_to_color))
 
     done = {}
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
@@ -196,7 +200,7 @@ def profile_training(scene: Path, out: Path, backend: str, device: str, iteratio
     args = train_args(scene, out, backend, device, PROFILE_SKIP + iterations + 2, feature_dim, score=False)
     gaussian_renderer.project_gaussians = labelled("project", originals["project_gaussians"])
     gaussian_renderer.eval_sh = labelled("sh", originals["eval_sh"])
-    gaussian_renderer.get_rasterizer = get_rasterizer
+    gaussian_renderer.get_backend = get_backend
     try:
         with profile(activities=activities, schedule=plan, on_trace_ready=lambda p: done.update(ev=p.key_averages())) as prof:
             with on_each_render(prof.step):

@@ -13,6 +13,7 @@ BUDGET_S = {  # per step, in order of priority; the whole run is also capped by 
     "build": 330, "tests": 90, "train_endonerf": 150, "raster": 60, "raster_1m": 60,
     "train_blender": 60, "cpu_baseline": 60, "extraction": 45,
 }
+GPU_TESTS = ("tests/test_gsplat_backend.py", "tests/test_antialiasing.py")  # the tests with CUDA cases
 CPU_BASELINE_THREADS = 2  # the reference: "2 CPU cores"
 
 
@@ -84,7 +85,7 @@ def run_steps(runner, sz: dict, args) -> None:
         return "ok", "; ".join([last_line(out_g), *notes])
 
     def tests(limit):
-        rc, out = runner.run([py, "-m", "pytest", "tests/test_gsplat_backend.py", "-q", "-rs", "-p", "no:cacheprovider"],
+        rc, out = runner.run([py, "-m", "pytest", *GPU_TESTS, "-q", "-rs", "-p", "no:cacheprovider"],
                              limit)
         counts = runner.data["tests"] = pytest_counts(out)
         note = ", ".join(f"{v} {k}" for k, v in counts.items() if v)

@@ -1,8 +1,9 @@
 """The one rendering entry point: :func:`render`.
 
-render() = deform (optional) -> project (torch) -> colour from SH -> composite
-(backend). All channels (RGB, optional per-Gaussian features, depth) are
-composited in one backend pass.
+render() = deform (optional) -> project -> colour from SH -> composite (backend).
+Projection and SH run in PyTorch, or in the backend's fused kernels where it has them
+(gsplat). All channels (RGB, optional per-Gaussian features, depth) are composited in one
+backend pass. ``pipe.antialiasing`` scales each opacity by the projection's compensation.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import utils.omp_policy  # noqa: F401  (before torch; see that module)
 
 import torch  # noqa: E402
 
-from gaussian_renderer.backends import get_rasterizer  # noqa: E402
+from gaussian_renderer.backends import get_backend  # noqa: E402
 from gaussian_renderer.projection import project_gaussians  # noqa: E402
 from utils.sh_utils import eval_sh  # noqa: E402
 
@@ -31,7 +32,7 @@ def render(
     Args:
         camera: :class:`scene.cameras.Camera` (viewmat, K, image size, time).
         gaussians: :class:`scene.gaussian_model.GaussianModel`.
-        pipe: pipeline parameters (``pipe.backend``).
+        pipe: pipeline parameters (``pipe.backend``, ``pipe.antialiasing``, ``pipe.debug``).
         bg_color: [3] background colour.
         time: normalised time in [0, 1] for deformable scenes (default: the camera's).
         override_color: [N, 3] colours to use instead of SH (e.g. cluster colours).
@@ -46,7 +47,9 @@ def render(
     means, scales, quats = gaussians.geometry_at(t)
     scales = scales * scaling_modifier
     W, H = camera.image_width, camera.image_height
-    proj = project_gaussians(means, scales, quats, camera.viewmat, camera.K, W, H)
+    engine = get_backend(backend or pipe.backend, means.device.type)
+    project = engine.project or project_gaussians
+    proj = project(means, scales, quats, camera.viewmat, camera.K, W, H, antialiased=pipe.antialiasing)
     means2d = proj.means2d
     if means2d.requires_grad:
         means2d.retain_grad()
@@ -55,8 +58,11 @@ def render(
         colors = override_color
     else:
         dirs = means.detach() - camera.camera_center[None, :]
-        dirs = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        colors = eval_sh(gaussians.active_sh_degree, gaussians.get_features, dirs)
+        if engine.sh_to_color is not None:
+            colors = engine.sh_to_color(gaussians.active_sh_degree, gaussians.get_features, dirs)
+        else:
+            dirs = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            colors = eval_sh(gaussians.active_sh_degree, gaussians.get_features, dirs)
     channels = [colors]
     feats = gaussians.get_semantic if render_features else None
     if feats is not None:
@@ -64,13 +70,14 @@ def render(
     channels.append(proj.depths[:, None])
     stacked = torch.cat(channels, dim=1)
 
-    name = backend or pipe.backend
-    rasterize = get_rasterizer(name, stacked.device.type)
     opacities = gaussians.get_opacity.squeeze(-1)
+    if proj.compensation is not None:
+        opacities = opacities * proj.compensation
     debug = pipe.debug
     if debug:
         check_finite(camera, means2d=means2d, conics=proj.conics, opacities=opacities, colors=stacked)
-    out, alpha = rasterize(means2d, proj.conics, opacities, stacked, proj.depths, proj.radii, W, H)
+    tiles = {} if proj.tile_radii is None else {"tile_radii": proj.tile_radii}  # a fused projection's own binning
+    out, alpha = engine.rasterize(means2d, proj.conics, opacities, stacked, proj.depths, proj.radii, W, H, **tiles)
     if debug:
         check_finite(camera, rasterizer_output=out, rasterizer_alpha=alpha)
     image = out[:3] + (1.0 - alpha) * bg_color[:, None, None]

@@ -15,6 +15,10 @@ from utils.general_utils import build_covariance
 
 NEAR_PLANE = 0.2  # Gaussians closer than this to the camera are culled (as in 3DGS)
 EPS_2D = 0.3  # isotropic pixel-space blur added to every 2D covariance (anti-aliasing low-pass)
+# --antialiasing (Mip-Splatting's 2D filter, graphdeco's and gsplat's "antialiased" mode): the blur
+# above widens small Gaussians, so their opacity is scaled by sqrt(det(cov) / det(cov + EPS_2D I)),
+# keeping each Gaussian's integral over the image unchanged at any resolution.
+COMPENSATION_FLOOR = 1e-6  # smallest factor: keeps sqrt's gradient finite for a degenerate (flat) covariance
 FRUSTUM_SLACK = 1.3  # Jacobian clamp: view-space x/z, y/z limited to 1.3x the half field of view
 SIGMA_EXTENT = 3.0  # reported screen radius = 3 standard deviations (graphdeco's max_radii2D statistic)
 
@@ -28,12 +32,16 @@ class Projected:
     depths: [N] view-space z.
     radii: [N] int32 pixel radius, 3 sigma of the major axis (0 = culled). Compositing uses it
         only as the cull flag: a Gaussian's reach comes from its opacity (backends/common.py).
+    compensation: [N] opacity factor sqrt(det(cov2d) / det(cov2d + EPS_2D I)) in [0, 1] with
+        ``antialiased=True`` (multiply the opacities by it before compositing), else None.
     """
 
     means2d: torch.Tensor
     conics: torch.Tensor
     depths: torch.Tensor
     radii: torch.Tensor
+    compensation: torch.Tensor | None = None
+    tile_radii: torch.Tensor | None = None  # [N, 2] int32 support box half extents, when a fused projection made them
 
 
 def project_gaussians(
@@ -44,6 +52,7 @@ def project_gaussians(
     K: torch.Tensor,
     width: int,
     height: int,
+    antialiased: bool = False,
 ) -> Projected:
     """EWA-project Gaussians into one camera.
 
@@ -52,6 +61,7 @@ def project_gaussians(
         scales: [N, 3] activated scales. quats: [N, 4] (w first).
         viewmat: [4, 4] world-to-camera. K: [3, 3] intrinsics in pixels.
         width, height: image size in pixels.
+        antialiased: also return the opacity compensation of the EPS_2D blur (--antialiasing).
     """
     R, t = viewmat[:3, :3], viewmat[:3, 3]
     p = means3d @ R.T + t
@@ -80,6 +90,11 @@ def project_gaussians(
     valid = in_front & (det > 0)
     det_s = torch.where(valid, det, torch.ones_like(det))
     conics = torch.stack([c / det_s, -b / det_s, a / det_s], dim=-1)
+    compensation = None
+    if antialiased:  # det(cov2d) / det(cov2d + EPS_2D I); 0 for culled or degenerate Gaussians
+        det_raw = cov2d[:, 0, 0] * cov2d[:, 1, 1] - b * b
+        ratio = (det_raw / det_s).clamp_min(COMPENSATION_FLOOR**2)
+        compensation = torch.where(valid, ratio.sqrt(), torch.zeros_like(det))
 
     with torch.no_grad():
         mid = 0.5 * (a + c)
@@ -89,4 +104,4 @@ def project_gaussians(
         u, v = means2d[:, 0], means2d[:, 1]
         on_screen = (u + reach > 0) & (u - reach < width) & (v + reach > 0) & (v - reach < height)
         radii = torch.where(valid & on_screen, radius, torch.zeros_like(radius)).to(torch.int32)
-    return Projected(means2d=means2d, conics=conics, depths=z, radii=radii)
+    return Projected(means2d=means2d, conics=conics, depths=z, radii=radii, compensation=compensation)

@@ -46,7 +46,7 @@ SCRIPTS = {
 }
 VIEWER_FLAGS = {"ip", "port", "disable_viewer"}  # added with the viewer (viewer/ package), not here
 # graphdeco features this toolkit does not have yet: parsed, then refused with one line (see arguments.NOT_YET)
-PENDING = {"antialiasing"}
+PENDING: set[str] = set()
 # a typed value that stands for graphdeco's default where argparse cannot spell it (None, an empty list)
 UNSPELLABLE = {"start_checkpoint": "", "checkpoint_iterations": []}
 

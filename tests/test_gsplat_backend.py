@@ -152,3 +152,108 @@ def test_support_radii_cover_the_contract_tiles():
     # gsplat's tile range: [floor((m - r) / 16), ceil((m + r) / 16))
     assert (torch.floor((m[:, 0] - rg[:, 0]) / 16) <= tx).all() and (tx < torch.ceil((m[:, 0] + rg[:, 0]) / 16)).all()
     assert (torch.floor((m[:, 1] - rg[:, 1]) / 16) <= ty).all() and (ty < torch.ceil((m[:, 1] + rg[:, 1]) / 16)).all()
+
+
+def _fused_projection_stand_in(means, covars, quats, scales, viewmats, Ks, width, height, eps2d=0.3, near_plane=0.01,
+                               calc_compensations=False, **unused):
+    """CPU stand-in for gsplat's ``fully_fused_projection`` from its torch reference: same shapes,
+    per-axis 3.33-sigma radii, and NaN where the CUDA kernel leaves culled outputs unwritten."""
+    from gsplat.cuda import _torch_impl as impl
+
+    assert covars is None and not unused and means.dtype == quats.dtype == scales.dtype == torch.float32
+    assert means.shape[0] == 1 and viewmats.shape == (1, 1, 4, 4) and Ks.shape == (1, 1, 3, 3)
+    cov3d, _ = impl._quat_scale_to_covar_preci(quats, scales, compute_preci=False)
+    radii, means2d, depths, conics, comp = impl._fully_fused_projection(
+        means, cov3d, viewmats, Ks, width, height, eps2d, near_plane, 1e10, calc_compensations)
+    dead = (radii == 0).all(-1)
+    garbage = float("nan")
+    return (radii, means2d.masked_fill(dead[..., None], garbage), depths.masked_fill(dead, garbage),
+            conics.masked_fill(dead[..., None], garbage), None if comp is None else comp.masked_fill(dead, 0.0))
+
+
+def _sh_stand_in(degree, dirs, coeffs, masks=None):
+    """CPU stand-in for gsplat's ``spherical_harmonics`` (no +0.5, no clamp), with gradients."""
+    from utils.sh_utils import sh_basis
+
+    assert masks is None and coeffs.shape[-2] >= (degree + 1) ** 2 and dirs.dtype == coeffs.dtype == torch.float32
+    basis = sh_basis(degree, dirs / dirs.norm(dim=-1, keepdim=True))
+    return torch.einsum("nb,nbc->nc", basis, coeffs[:, : basis.shape[1]])
+
+
+@pytest.mark.parametrize("antialiasing", [False, True])
+def test_fused_projection_and_sh_plumbing_on_cpu(gsplat_on_cpu, monkeypatch, antialiasing):
+    """render() through gsplat's fused projection + SH (stand-ins on a CPU) equals the torch path."""
+    import gaussian_renderer
+    from gaussian_renderer.backends import Backend
+    from tests.test_antialiasing import _camera, _model, _pipe
+
+    wrapper = importlib.import_module("gsplat.cuda._wrapper")
+    monkeypatch.setattr(wrapper, "fully_fused_projection", _fused_projection_stand_in)
+    monkeypatch.setattr(wrapper, "spherical_harmonics", _sh_stand_in)
+    fused = Backend(gsplat_backend.rasterize, gsplat_backend.project, gsplat_backend.sh_to_color)
+    results = {}
+    for kind in ("fused", "torch"):
+        if kind == "fused":
+            monkeypatch.setattr(gaussian_renderer, "get_backend", lambda name, device_type: fused)
+        else:
+            monkeypatch.undo()
+        model = _model(seed=11)
+        model.oneup_sh_degree()  # degree 1: the SH directions matter
+        pkg = gaussian_renderer.render(_camera(), model, _pipe("torch", antialiasing), torch.tensor([0.1, 0.2, 0.3]))
+        (pkg["render"].square().sum() + pkg["depth"].sum() * 0.01).backward()
+        results[kind] = pkg, {k: p.grad.clone() for k, p in model.params.items()}
+    (got, g_got), (ref, g_ref) = results["fused"], results["torch"]
+    torch.testing.assert_close(got["render"], ref["render"], rtol=0, atol=2e-5)
+    torch.testing.assert_close(got["depth"], ref["depth"], rtol=0, atol=1e-4)
+    vis = got["visibility_filter"]
+    assert vis.sum() >= 40 and (vis <= ref["visibility_filter"]).all()  # gsplat's box cull is tighter, never looser
+    assert (got["radii"][vis] == ref["radii"][vis]).all()  # densification reads the same 3-sigma radius
+    assert torch.isfinite(got["viewspace_points"]).all()  # culled rows zeroed, not left as garbage
+    torch.testing.assert_close(got["viewspace_points"].grad[vis], ref["viewspace_points"].grad[vis], rtol=1e-3, atol=1e-6)
+    for k in g_ref:
+        torch.testing.assert_close(g_got[k], g_ref[k], rtol=1e-3, atol=1e-5 * max(1.0, g_ref[k].abs().max().item()))
+
+
+@pytest.mark.parametrize("antialiased", [False, True])
+def test_fused_projection_matches_the_torch_projection(antialiased):
+    _require_gsplat()
+    from gaussian_renderer.projection import project_gaussians
+    from tests.test_antialiasing import H, W, _raw_inputs
+
+    means, scales, quats, viewmat, K = (t.float().cuda() for t in _raw_inputs(400, seed=2))
+    outs = {}
+    for name, fn in (("gsplat", gsplat_backend.project), ("torch", project_gaussians)):
+        leaves = [t.clone().requires_grad_(True) for t in (means, scales, quats)]
+        p = fn(*leaves, viewmat, K, W, H, antialiased=antialiased)
+        vis = p.radii > 0
+        g = torch.Generator(device="cuda").manual_seed(1)
+        loss = sum((t[vis] * torch.rand(t[vis].shape, generator=g, device="cuda")).sum()
+                   for t in (p.means2d, p.conics, p.depths) + ((p.compensation,) if antialiased else ()))
+        loss.backward()
+        outs[name] = p, vis, [t.grad for t in leaves]
+    (p, vis, grads), (r, vis_r, grads_r) = outs["gsplat"], outs["torch"]
+    assert vis.sum() >= 300 and (vis <= vis_r).all() and (p.radii[vis] == r.radii[vis]).all()
+    for k in ("means2d", "conics", "depths") + (("compensation",) if antialiased else ()):
+        got, ref = getattr(p, k)[vis], getattr(r, k)[vis]
+        assert (got - ref).abs().max() <= 1e-4 * max(1.0, ref.abs().max().item()), k
+    if (vis == vis_r).all():  # the loss then sums the same rows
+        for got, ref in zip(grads, grads_r):
+            assert (got - ref).abs().max() <= GRAD_RTOL * max(1.0, ref.abs().max().item())
+
+
+@pytest.mark.parametrize("degree", [0, 1, 2, 3])
+def test_fused_sh_matches_eval_sh(degree):
+    _require_gsplat()
+    from utils.sh_utils import eval_sh
+
+    g = torch.Generator(device="cuda").manual_seed(degree)
+    sh = (torch.randn(500, 16, 3, generator=g, device="cuda") * 0.3)
+    dirs = torch.randn(500, 3, generator=g, device="cuda")
+    results = []
+    for fn, d in ((gsplat_backend.sh_to_color, dirs), (eval_sh, dirs / dirs.norm(dim=-1, keepdim=True))):
+        leaf = sh.clone().requires_grad_(True)
+        out = fn(degree, leaf, d)
+        (out * torch.linspace(0.5, 1.5, out.numel(), device="cuda").reshape(out.shape)).sum().backward()
+        results.append((out.detach(), leaf.grad))
+    (c, gc), (r, gr) = results
+    assert (c - r).abs().max() <= 1e-5 and (gc - gr).abs().max() <= 1e-5

@@ -8,10 +8,16 @@ opacities and colors.
 Backends: ``torch`` (reference, any device), ``cpu`` (C++/OpenMP extension in
 submodules/cpu_rasterizer), ``gsplat`` (CUDA). ``auto`` picks gsplat on CUDA
 tensors when it is installed, else cpu when its extension builds, else torch.
+
+A backend may also bring its own fused projection and SH colour (gsplat does, to save
+hundreds of small kernel launches per iteration); they follow the conventions of
+:func:`gaussian_renderer.projection.project_gaussians` and :func:`utils.sh_utils.eval_sh`,
+which the tests hold them to. :func:`get_backend` returns all three.
 """
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Callable
 
 from utils.errors import UserError
@@ -47,8 +53,37 @@ def _load(name: str) -> Callable | None:
     raise UserError(f"unknown backend '{name}'; choose one of {', '.join(BACKENDS)}")
 
 
-def get_rasterizer(name: str, device_type: str) -> Callable:
+@dataclass(frozen=True)
+class Backend:
+    """A resolved backend: its compositing, and its fused projection / SH colour where it has them.
+
+    project: same signature and :class:`~gaussian_renderer.projection.Projected` result as
+        ``project_gaussians``; None = use the torch projection.
+    sh_to_color: same signature and result as ``eval_sh``; None = use the torch SH.
+    """
+
+    rasterize: Callable
+    project: Callable | None = None
+    sh_to_color: Callable | None = None
+
+
+def get_backend(name: str, device_type: str) -> Backend:
     """Resolve a backend name for tensors on ``device_type`` ('cpu' or 'cuda')."""
+    resolved, rasterize = _resolve(name, device_type)
+    if resolved == "gsplat":
+        from gaussian_renderer.backends import gsplat_backend
+
+        return Backend(rasterize, gsplat_backend.project, gsplat_backend.sh_to_color)
+    return Backend(rasterize)
+
+
+def get_rasterizer(name: str, device_type: str) -> Callable:
+    """Resolve a backend name for tensors on ``device_type`` ('cpu' or 'cuda'): its compositing function."""
+    return _resolve(name, device_type)[1]
+
+
+def _resolve(name: str, device_type: str) -> tuple[str, Callable]:
+    """(the backend that will run, its rasterize function)."""
     if name == "auto":
         order = ("gsplat", "torch") if device_type == "cuda" else ("cpu", "torch")
         for cand in order:
@@ -57,7 +92,7 @@ def get_rasterizer(name: str, device_type: str) -> Callable:
                 if cand == "torch":
                     fast = "gsplat" if device_type == "cuda" else "C++ CPU rasterizer"
                     _warn_once(f"auto-torch-{device_type}", f"{fast} unavailable; using the slow torch backend")
-                return fn
+                return cand, fn
         raise AssertionError("torch backend always loads")
     if name == "gsplat" and device_type != "cuda":
         raise UserError("--backend gsplat needs a CUDA device; use --device cuda or --backend cpu")
@@ -66,5 +101,5 @@ def get_rasterizer(name: str, device_type: str) -> Callable:
     fn = _load(name)
     if fn is None:
         _warn_once(f"fallback-{name}", f"backend '{name}' is not available here; falling back to the torch backend")
-        fn = _load("torch")
-    return fn
+        return "torch", _load("torch")
+    return name, fn

@@ -19,6 +19,20 @@ and on scenes that keep clear of these edges):
   * depth order comes from a radix sort of the float32 depth bits (ties: lower index);
   * ``exp`` is CUDA's fast ``__expf``, and everything runs in float32.
 The skip rule for ``alpha < 1/255`` and ``power > 0`` is the same.
+
+Projection and SH colour (:func:`project`, :func:`sh_to_color`) use gsplat's fused CUDA
+kernels, which replace a few hundred small PyTorch ops (and their backward) per render.
+They follow :func:`gaussian_renderer.projection.project_gaussians` (near plane, EPS_2D blur,
+1.3x frustum clamp of the Jacobian, antialiasing compensation) and ``eval_sh``, checked on a
+GPU by tests/test_gsplat_backend.py, except:
+  * gsplat culls a Gaussian whose per-axis 3.33-sigma box misses the image; the torch
+    projection culls by a circle of the major axis, so a few more off-screen Gaussians
+    count as visible there (neither reaches a pixel);
+  * gsplat's Jacobian clamp is centred on the principal point (the torch one on the image
+    centre): the same for centred cameras;
+  * the tiles come from gsplat's 3.33-sigma boxes (``tile_radii``), a superset of the
+    contract's support ellipse except within 0.0002 sigma of an opacity-1 Gaussian's edge,
+    where alpha is 1/255.
 """
 from __future__ import annotations
 
@@ -28,6 +42,7 @@ import warnings
 import torch
 
 from gaussian_renderer.backends.common import TILE_SIZE, support
+from gaussian_renderer.projection import EPS_2D, NEAR_PLANE, SIGMA_EXTENT, Projected
 from utils.errors import one_line
 
 
@@ -77,14 +92,57 @@ def support_radii(means2d, conics, opacities, radii, width: int, height: int) ->
     return out.clamp_max(2**30).to(torch.int32).contiguous()
 
 
-def rasterize(means2d, conics, opacities, colors, depths, radii, width: int, height: int, tile: int = TILE_SIZE):
+def project(means3d, scales, quats, viewmat, K, width: int, height: int, antialiased: bool = False) -> Projected:
+    """gsplat's fused EWA projection, with the result of ``projection.project_gaussians``.
+
+    Args and result as :func:`gaussian_renderer.projection.project_gaussians`; the result also
+    carries ``tile_radii`` [N, 2] int32, gsplat's per-axis box half extents for :func:`rasterize`.
+    Differentiable w.r.t. means3d, scales and quats (gsplat's backward kernels).
+    """
+    from gsplat.cuda._wrapper import fully_fused_projection
+
+    radii_xy, means2d, depths, conics, compensation = fully_fused_projection(
+        means3d.float()[None], None, quats.float()[None], scales.float()[None], viewmat.float()[None, None],
+        K.float()[None, None], width, height, eps2d=EPS_2D, near_plane=NEAR_PLANE, calc_compensations=antialiased,
+    )  # [1, 1, N, ...]
+    radii_xy = radii_xy[0, 0]
+    live = radii_xy.amax(-1) > 0
+    # gsplat leaves the outputs of culled Gaussians unwritten (uninitialised memory): zero them
+    means2d, conics = (torch.where(live[:, None], t[0, 0], 0.0) for t in (means2d, conics))
+    depths = torch.where(live, depths[0, 0], 0.0)
+    with torch.no_grad():  # the reported radius: 3 sigma of the major axis, as the torch projection
+        a, b, c = conics.unbind(-1)
+        det_conic = torch.where(live, a * c - b * b, 1.0)
+        cov_xx, cov_yy = c / det_conic, a / det_conic
+        mid = 0.5 * (cov_xx + cov_yy)
+        lam = mid + torch.sqrt((mid * mid - 1.0 / det_conic).clamp_min(0.1))
+        radii = torch.where(live, torch.ceil(SIGMA_EXTENT * torch.sqrt(lam)), 0.0).to(torch.int32)
+    return Projected(means2d=means2d, conics=conics, depths=depths, radii=radii,
+                     compensation=None if compensation is None else compensation[0, 0], tile_radii=radii_xy)
+
+
+def sh_to_color(degree: int, sh: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
+    """gsplat's SH kernel with ``eval_sh``'s result: [N, 3] = clamp_min(sum_k sh_k Y_k(dir) + 0.5, 0).
+
+    Args:
+        degree: SH degree in use. sh: [N, K, 3] coefficients, K >= (degree + 1)^2. dirs: [N, 3]
+        view directions (any length).
+    """
+    from gsplat.cuda._wrapper import spherical_harmonics
+
+    return (spherical_harmonics(degree, dirs.float(), sh.float()) + 0.5).clamp_min(0.0)
+
+
+def rasterize(means2d, conics, opacities, colors, depths, radii, width: int, height: int, tile: int = TILE_SIZE,
+              tile_radii: torch.Tensor | None = None):
     """Alpha-composite projected Gaussians with gsplat (CUDA, float32).
 
     Args:
         means2d: [N, 2] pixels. conics: [N, 3]. opacities: [N]. colors: [N, C] any C
         (gsplat pads C to a supported size internally). depths: [N] sort keys.
         radii: [N] int (0 = culled; the tiles come from the support ellipse). width, height:
-        image size. tile: tile edge.
+        image size. tile: tile edge. tile_radii: [N, 2] int32 per-axis box half extents already
+        covering the support (from :func:`project`), used instead of computing them here.
     Returns:
         image [C, H, W] and alpha [1, H, W], differentiable w.r.t. means2d, conics,
         opacities and colors.
@@ -95,7 +153,9 @@ def rasterize(means2d, conics, opacities, colors, depths, radii, width: int, hei
     tiles_y = (height + tile - 1) // tile
     # gsplat takes a leading image dimension (one image here) and per-axis radii.
     m = means2d.float()[None]  # [1, N, 2]
-    radii_xy = support_radii(means2d.float(), conics.float(), opacities.float(), radii, width, height)[None]
+    if tile_radii is None:
+        tile_radii = support_radii(means2d.float(), conics.float(), opacities.float(), radii, width, height)
+    radii_xy = tile_radii.to(torch.int32).contiguous()[None]
     _, isect_ids, flatten_ids = isect_tiles(
         m.detach().contiguous(), radii_xy, depths.detach().float()[None].contiguous(), tile, tiles_x, tiles_y
     )
