@@ -25,6 +25,7 @@ from arguments.config import Params, param
 from gaussian_renderer import render
 from scene import Scene, background_color
 from scene.gaussian_model import GaussianModel
+from scene.coded_maps import binary_map
 from scene.exposure import Exposures, right_half
 from scene.model_folder import MASK_SOURCE_FILE, RENDER_TIMING_FILE, ModelFolder
 from utils.errors import UserError, run_cli
@@ -57,9 +58,10 @@ MASK_SOURCES = {
 
 
 def evaluation_masks(scene: Scene, cameras, which: str) -> list:
-    """Per camera [1,H,W] mask (1 = scored) for ``which`` = 'tool' (the cameras' own) or 'gt' (gt_masks/)."""
+    """Per camera its [1,H,W] mask (1 = scored) as a CodedMap, or None, for ``which`` = 'tool' (the cameras'
+    own) or 'gt' (gt_masks/)."""
     if which == "tool":
-        return [cam.mask for cam in cameras]
+        return [cam.mask_data for cam in cameras]
     paths = scene.info.extras.get("gt_mask_paths") or {}
     if not paths:
         raise UserError(f"{scene.info.kind} scene has no gt_masks/ folder; use --eval_mask tool")
@@ -70,7 +72,7 @@ def evaluation_masks(scene: Scene, cameras, which: str) -> list:
         if cam.image_name not in paths:
             raise UserError(f"gt_masks/: no evaluation mask for frame {cam.image_name}")
         valid = load_mask(paths[cam.image_name], cam.image_width, cam.image_height)
-        out.append(torch.from_numpy(valid.astype("float32"))[None].to(cam.original_image.device))
+        out.append(binary_map(valid[None]))
     return out
 
 
@@ -79,7 +81,7 @@ def render_set(out_dir: Path, cameras, gaussians, pipe, bg, feature_projector, q
                mask_source: str, exposures: Exposures | None = None) -> None:
     """Write renders, ground truth, depth (and masks / feature PCA) for ``cameras``.
 
-    ``masks``: per camera [1,H,W] mask or None (from :func:`evaluation_masks`); ``mask_source``
+    ``masks``: per camera a CodedMap of its [1,H,W] mask or None (from :func:`evaluation_masks`); ``mask_source``
     describes them in ``mask_source.json`` for metrics.py. ``exposures`` (--train_test_exp):
     renders pass through each image's exposure and every image is cropped to its right half
     (graphdeco's protocol: the left half of a test image fitted its exposure). The time spent in
@@ -102,7 +104,7 @@ def render_set(out_dir: Path, cameras, gaussians, pipe, bg, feature_projector, q
         save_image(out_dir / "gt" / name, crop(cam.original_image))
         save_image(out_dir / "depth" / name, colorize_depth(crop(pkg["depth"]), crop(pkg["alpha"]) > 0.5))
         if masks[idx] is not None:
-            save_image(out_dir / "masks" / name, crop(masks[idx]))
+            save_image(out_dir / "masks" / name, crop(masks[idx].decode()))
         if feature_projector is not None and pkg["feature_map"] is not None:
             save_image(out_dir / "features" / name, feature_projector(crop(pkg["feature_map"])))
     if cameras:

@@ -4,17 +4,21 @@
 :class:`Camera`: reads the image (compositing RGBA on the background), the
 optional tool mask, depth map and inverse-depth map, and scales the intrinsics to the chosen
 resolution (3DGS ``-r`` rule: 1/2/4/8 divide, -1 caps the width at 1600 px,
-any other value is the target width).
+any other value is the target width). The maps are held as codes (:mod:`scene.coded_maps`) and
+decoded to exactly the float32 values this loader has always produced.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
 
+from scene.coded_maps import U8_CODES, CodedMap, binary_map, from_codes, uint8_map
 from scene.dataset_readers import CameraInfo
+from scene.endonerf_depth import load_endonerf_depth_codes, load_mask
 from utils.errors import UserError
 from utils.image_utils import read_image, resize_image
 
@@ -40,11 +44,13 @@ def target_size(width: int, height: int, resolution: int, path: str) -> tuple[in
 
 @dataclass
 class Camera:
-    """One view at training resolution. Images are [C, H, W] float tensors.
+    """One view at training resolution; its image, mask and depth held compactly (:mod:`scene.coded_maps`).
 
-    mask: [1,H,W] with 1 = pixel counts, 0 = excluded (tools, outside the field of view), or None.
-    depth: [1,H,W] depth (0 = unknown), or None.
-    invdepth: [1,H,W] monocular inverse depth (``-d``, scene.invdepth), or None.
+    ``original_image`` [3,H,W], ``mask`` [1,H,W] (1 = pixel counts, 0 = excluded: tools, outside the
+    field of view) or None, ``depth`` [1,H,W] (0 = unknown) or None are float32, decoded from the
+    codes on each access; :meth:`to` decodes them once onto the compute device (each iteration).
+    ``invdepth`` [1,H,W]: monocular inverse depth (``-d``, scene.invdepth) or None, kept as float32 (it is
+    resized with interpolation, so its values are not a function of the PNG's).
     """
 
     uid: int
@@ -53,11 +59,31 @@ class Camera:
     image_height: int
     K: torch.Tensor
     viewmat: torch.Tensor
-    original_image: torch.Tensor
+    image_data: CodedMap
     time: float = 0.0
-    mask: torch.Tensor | None = None
-    depth: torch.Tensor | None = None
+    mask_data: CodedMap | None = None
+    depth_data: CodedMap | None = None
     invdepth: torch.Tensor | None = None
+
+    @classmethod
+    def from_tensors(cls, uid: int, image_name: str, width: int, height: int, K: torch.Tensor, viewmat: torch.Tensor,
+                     image: torch.Tensor, time: float = 0.0, mask: torch.Tensor | None = None,
+                     depth: torch.Tensor | None = None) -> "Camera":
+        """A view of float maps given as tensors (image [3,H,W], mask / depth [1,H,W] or None), held as they are."""
+        plain = lambda x: None if x is None else CodedMap(x)  # noqa: E731
+        return cls(uid, image_name, width, height, K, viewmat, CodedMap(image), time, plain(mask), plain(depth))
+
+    @property
+    def original_image(self) -> torch.Tensor:
+        return self.image_data.decode()
+
+    @property
+    def mask(self) -> torch.Tensor | None:
+        return None if self.mask_data is None else self.mask_data.decode()
+
+    @property
+    def depth(self) -> torch.Tensor | None:
+        return None if self.depth_data is None else self.depth_data.decode()
 
     @property
     def camera_center(self) -> torch.Tensor:
@@ -65,9 +91,23 @@ class Camera:
         R, t = self.viewmat[:3, :3], self.viewmat[:3, 3]
         return -R.T @ t
 
+    def with_mask(self, valid: torch.Tensor) -> "Camera":
+        """This view with the mask ``valid`` [1,H,W] bool (True = counted)."""
+        return dataclasses.replace(self, mask_data=binary_map(valid))
+
+    def stored_on(self, device) -> "Camera":
+        """This view with its codes (and matrices) on ``device``, still compact (where the scene keeps it)."""
+        return self._moved(device, lambda m: m.stored_on(device))
+
     def to(self, device) -> "Camera":
-        return dataclasses.replace(self, **{f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self)
-                                            if isinstance(getattr(self, f.name), torch.Tensor)})
+        """This view on ``device`` with its image, mask and depth decoded to float32 there (once per use)."""
+        return self._moved(device, lambda m: m.decoded_on(device))
+
+    def _moved(self, device, move_map) -> "Camera":
+        move = lambda m: None if m is None else move_map(m)  # noqa: E731
+        return dataclasses.replace(self, K=self.K.to(device), viewmat=self.viewmat.to(device), image_data=move_map(self.image_data),
+                                   mask_data=move(self.mask_data), depth_data=move(self.depth_data),
+                                   invdepth=None if self.invdepth is None else self.invdepth.to(device))
 
 
 def _composite_rgba(img: np.ndarray, background: np.ndarray) -> np.ndarray:
@@ -77,32 +117,48 @@ def _composite_rgba(img: np.ndarray, background: np.ndarray) -> np.ndarray:
     return rgb * a + background[None, None, :] * (1.0 - a)
 
 
-def load_camera(info: CameraInfo, resolution: int, background: np.ndarray, device="cpu") -> Camera:
-    """Read ``info``'s image (and mask/depth) at the chosen resolution.
+@lru_cache(maxsize=4)
+def _composite_table(background_bytes: bytes, dtype: str) -> np.ndarray:
+    """[3, 65536] float32: entry (c, a * 256 + v) = _composite_rgba of value v with alpha a on channel c."""
+    background = np.frombuffer(background_bytes, dtype=dtype)
+    grid = np.empty((U8_CODES, U8_CODES, 4), np.uint8)  # [alpha, value]
+    grid[..., :3] = np.arange(U8_CODES, dtype=np.uint8)[None, :, None]
+    grid[..., 3] = np.arange(U8_CODES, dtype=np.uint8)[:, None]
+    return np.ascontiguousarray(_composite_rgba(grid, background).astype(np.float32).reshape(-1, 3).T)
 
-    Depth maps are read with ``info.depth_mode`` / ``info.depth_scale``, set once per scene by the
-    reader (``args`` is accepted for the callers' sake and not read).
+
+def image_map(img: np.ndarray, background: np.ndarray) -> CodedMap:
+    """[H,W,3|4] uint8 image -> CodedMap of its [3,H,W] float32 image in [0,1] (RGBA composited on
+    ``background`` [3]) as the loader has always computed it: ``img / 255`` or :func:`_composite_rgba`."""
+    if img.shape[2] != 4:
+        return uint8_map(img)
+    codes = img[..., 3:4].astype(np.int64) * U8_CODES + img[..., :3]  # alpha * 256 + value
+    return from_codes(codes.transpose(2, 0, 1), _composite_table(background.tobytes(), background.dtype.str))
+
+
+def depth_map(info: CameraInfo, width: int, height: int, valid: np.ndarray | None) -> CodedMap:
+    """CodedMap of ``info``'s depth map [1,H,W] at (width, height): load_endonerf_depth's map, resized with nearest."""
+    codes, table = load_endonerf_depth_codes(info.depth_path, info.depth_mode, info.depth_scale, valid)
+    # The float32 depth map's nearest resize, applied to its codes held as float32 (exact below 2^24): the same pixels.
+    codes = resize_image(codes.astype(np.float32), width, height, nearest=True).astype(np.int64)
+    return from_codes(codes[None], table[None])
+
+
+def load_camera(info: CameraInfo, resolution: int, background: np.ndarray, device="cpu") -> Camera:
+    """Read ``info``'s image (and mask/depth) at the chosen resolution, held compactly on ``device``.
+
+    Depth maps are read with ``info.depth_mode`` / ``info.depth_scale``, set once per scene by the reader.
     """
     img = read_image(info.image_path)
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
     w, h = target_size(img.shape[1], img.shape[0], resolution, info.image_path)
-    img = resize_image(img, w, h)
-    rgb = _composite_rgba(img, background) if img.shape[2] == 4 else img.astype(np.float32) / 255.0
+    img = resize_image(img, w, h)  # 8-bit (read_image scales 16-bit images to 8 bits), so the codes are exact
     sx, sy = w / info.width, h / info.height
     K = torch.tensor([[info.fx * sx, 0, info.cx * sx], [0, info.fy * sy, info.cy * sy], [0, 0, 1]], dtype=torch.float32)
-    mask = depth = None
+    valid = invdepth = None
     if info.mask_path:
-        from scene.endonerf_reader import load_mask
-
-        mask = torch.from_numpy(load_mask(info.mask_path, w, h).astype(np.float32))[None]
-    if info.depth_path:
-        from scene.endonerf_reader import load_endonerf_depth
-
-        valid = None if mask is None else mask[0].numpy() > 0.5
-        d = load_endonerf_depth(info.depth_path, info.depth_mode, info.depth_scale, valid)  # as the reader resolved
-        depth = torch.from_numpy(resize_image(d, w, h, nearest=True).astype(np.float32))[None]
-    invdepth = None
+        valid = load_mask(info.mask_path, w, h)
     if info.invdepth is not None:
         from scene.invdepth import load_invdepth
 
@@ -114,9 +170,9 @@ def load_camera(info: CameraInfo, resolution: int, background: np.ndarray, devic
         image_height=h,
         K=K,
         viewmat=torch.tensor(info.world_to_cam, dtype=torch.float32),
-        original_image=torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float(),
+        image_data=image_map(img, background),
         time=info.time,
-        mask=mask,
-        depth=depth,
+        mask_data=None if valid is None else binary_map(valid[None]),
+        depth_data=depth_map(info, w, h, valid) if info.depth_path else None,
         invdepth=invdepth,
-    ).to(device)
+    ).stored_on(device)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scene.coded_maps import palette
 from scene.dataset_readers import CameraInfo, PointCloud
 from utils.errors import UserError
 from utils.image_utils import read_image, resize_image
@@ -120,12 +121,29 @@ def load_endonerf_depth(
     size differs, e.g. at a lower training resolution). Valid depths are clipped
     to the [3 %, 99.8 %] percentiles of the valid pixels, then multiplied by ``depth_scale``.
     """
+    return _depth_and_keys(path, depth_mode, depth_scale, valid_mask)[0]
+
+
+def load_endonerf_depth_codes(
+    path: str | os.PathLike,
+    depth_mode: str,
+    depth_scale: float,
+    valid_mask: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`load_endonerf_depth`'s map as (codes [H, W] int64, table [K] float32), table[codes] equal
+    to it bit for bit: one code per PNG value that occurs on a valid pixel, plus one for invalid (0)."""
+    return palette(*_depth_and_keys(path, depth_mode, depth_scale, valid_mask))
+
+
+def _depth_and_keys(path: str | os.PathLike, depth_mode: str, depth_scale: float, valid_mask: np.ndarray | None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(depth [H, W] float32, keys [H, W]: the PNG value on valid pixels, 0 elsewhere); depth is a function of keys."""
     raw = read_raw_depth(path)
     mode = _resolved(depth_mode)
     valid = raw > 0
     if valid_mask is not None:
         valid &= resize_image(valid_mask.astype(np.uint8), raw.shape[1], raw.shape[0], nearest=True) > 0
-    return _depth_from_raw(raw, valid, mode, depth_scale)
+    return _depth_from_raw(raw, valid, mode, depth_scale), np.where(valid, raw, 0)
 
 
 def _depth_from_raw(raw: np.ndarray, valid: np.ndarray, mode: str, depth_scale: float) -> np.ndarray:

@@ -8,7 +8,6 @@ and scored on its right half.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Sequence
 
@@ -23,12 +22,12 @@ from utils.io_utils import read_json_object, write_json
 def half_view(cam: Camera, keep: str) -> Camera:
     """``cam`` whose mask also excludes one half: ``keep`` = "left" (trained on) or "right" (scored)."""
     w = cam.image_width
-    half = torch.zeros(1, cam.image_height, w, device=cam.original_image.device)
+    half = torch.zeros(1, cam.image_height, w, dtype=torch.bool, device=cam.K.device)
     if keep == "left":
-        half[..., : w // 2] = 1
+        half[..., : w // 2] = True
     else:
-        half[..., w // 2:] = 1
-    return dataclasses.replace(cam, mask=half if cam.mask is None else cam.mask * half)
+        half[..., w // 2:] = True
+    return cam.with_mask(half if cam.mask is None else (cam.mask > 0) & half)
 
 
 def split_test_views(train: list[Camera], test: list[Camera]) -> tuple[list[Camera], list[Camera]]:

@@ -28,7 +28,7 @@ def _camera(width: int = W, height: int = H, device: str = "cpu") -> Camera:
     K = torch.tensor([[f, 0.0, width / 2], [0.0, f, height / 2], [0.0, 0.0, 1.0]])
     viewmat = torch.eye(4)
     viewmat[2, 3] = 4.0  # the Gaussians sit around the origin, 4 units in front
-    return Camera(0, "cam", width, height, K, viewmat, torch.zeros(3, height, width)).to(device)
+    return Camera.from_tensors(0, "cam", width, height, K, viewmat, torch.zeros(3, height, width)).to(device)
 
 
 def _model(n: int = 60, seed: int = 0, device: str = "cpu", small: bool = False) -> GaussianModel:

@@ -33,7 +33,7 @@ def test_tool_pixels_never_influence_the_loss():
     render_depth = (torch.rand(1, H, W, generator=g) + 1.0).requires_grad_(True)
 
     def grads(gt_img, gt_depth):
-        cam = Camera(0, "f", W, H, torch.eye(3), torch.eye(4), gt_img, 0.0, mask, gt_depth)
+        cam = Camera.from_tensors(0, "f", W, H, torch.eye(3), torch.eye(4), gt_img, 0.0, mask, gt_depth)
         pkg = {"render": render_img, "depth": render_depth, "feature_map": None}
         loss, _ = losses(1, cam, pkg, None)
         gi, gd = torch.autograd.grad(loss, [render_img, render_depth])

@@ -37,7 +37,7 @@ def random_camera(seed: int, w: int = 40, h: int = 30) -> Camera:
     w2c = np.eye(4)
     w2c[:3, :3], w2c[:3, 3] = R.T, -R.T @ centre
     K = torch.tensor([[35.0, 0, 21.5], [0, 35.0, 14.0], [0, 0, 1]])
-    return Camera(0, "cam", w, h, K, torch.tensor(w2c, dtype=torch.float32), torch.zeros(3, h, w), time=0.25)
+    return Camera.from_tensors(0, "cam", w, h, K, torch.tensor(w2c, dtype=torch.float32), torch.zeros(3, h, w), time=0.25)
 
 
 def tiny_model(n: int = 300, feature_dim: int = 4, deform: int = 0, seed: int = 0) -> GaussianModel:

@@ -6,7 +6,6 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.cluster import KMeans, MeanShift, estimate_bandwidth
 
 from utils.errors import UserError
 
@@ -41,6 +40,8 @@ def kmeans(x: np.ndarray, k: int, seed: int = 0) -> ClusterResult:
         raise UserError(f"--k {k}: need at least one cluster")
     if k > len(x):
         raise UserError(f"--k {k} is larger than the number of Gaussians to cluster ({len(x)}); lower --k or --min_opacity")
+    from sklearn.cluster import KMeans  # here, not at import: sklearn and scipy.stats cost ~90 MB in every train.py
+
     km = KMeans(n_clusters=k, n_init=KMEANS_RESTARTS, random_state=seed).fit(x)
     return ClusterResult(km.labels_.astype(np.int64), km.cluster_centers_, {"method": "kmeans", "k": k, "inertia": float(km.inertia_)})
 
@@ -62,6 +63,7 @@ def merge_small_clusters(x: np.ndarray, labels: np.ndarray, centers: np.ndarray,
 
 def meanshift(x: np.ndarray, bandwidth: str | float, seed: int = 0, min_fraction: float = MIN_CLUSTER_FRACTION) -> ClusterResult:
     """Mean shift with bin seeding, fitted on a subsample and then assigning every point to its nearest mode."""
+    from sklearn.cluster import MeanShift, estimate_bandwidth
     rng = np.random.default_rng(seed)
     fit_idx = rng.choice(len(x), size=min(len(x), MEANSHIFT_FIT_SAMPLES), replace=False)
     sample = x[fit_idx]

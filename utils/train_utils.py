@@ -101,12 +101,13 @@ def check_checkpoint_matches(path, state: dict, iterations: int, shape: dict[str
 
 @torch.no_grad()
 def evaluate(cameras, render_fn) -> dict:
-    """Mean L1 and PSNR (masked where the camera has a mask) over ``cameras``."""
+    """Mean L1 and PSNR (masked where the camera has a mask) over ``cameras``; ground truth decoded where it renders."""
     if not cameras:
         return {}
     l1s, psnrs = [], []
     for cam in cameras:
         img = render_fn(cam)["render"].clamp(0, 1)
-        l1s.append(float(l1_loss(img, cam.original_image, cam.mask)))
-        psnrs.append(float(psnr(img, cam.original_image, cam.mask)))
+        view = cam.to(img.device)
+        l1s.append(float(l1_loss(img, view.original_image, view.mask)))
+        psnrs.append(float(psnr(img, view.original_image, view.mask)))
     return {"l1": sum(l1s) / len(l1s), "psnr": sum(psnrs) / len(psnrs)}

@@ -100,5 +100,4 @@ def view_camera(pose: ViewPose, width: int, height: int, time: float, snapped: C
     else:
         viewmat, K = pose_viewmat(pose), pinhole_K(pose.fov, width, height)
     blank = torch.zeros(3, 1, 1)
-    return Camera(uid=-1, image_name="viewer", image_width=width, image_height=height, K=K, viewmat=viewmat,
-                  original_image=blank, time=float(time))
+    return Camera.from_tensors(-1, "viewer", width, height, K, viewmat, blank, time=float(time))
