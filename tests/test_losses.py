@@ -1,10 +1,12 @@
-"""Losses: separable SSIM equals the 11x11 2D-window definition; masked means ignore excluded pixels."""
+"""Losses: SSIM equals the 11x11 2D-window definition and the autograd implementation it replaced (values and
+gradients); masked means ignore excluded pixels."""
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from utils.loss_utils import l1_loss, ssim, ssim_map
+from utils.loss_utils import _gaussian_blur, _gaussian_kernel_1d, l1_loss, ssim, ssim_map
 
 
 def _ssim_2d_reference(a, b):
@@ -27,6 +29,58 @@ def test_separable_ssim_matches_2d_window():
     (grad,) = torch.autograd.grad(ssim(a, b), a)
     (grad_ref,) = torch.autograd.grad(_ssim_2d_reference(a, b).mean(), a)
     assert torch.allclose(grad, grad_ref, atol=1e-12)
+
+
+def _ssim_autograd_reference(img1, img2):
+    """The implementation before the closed-form gradient: separable blurs, every op recorded by autograd."""
+    C = img1.shape[0]
+    g = _gaussian_kernel_1d(img1.device, img1.dtype)
+    mu1, e11, e12 = _gaussian_blur(torch.cat([img1, img1 * img1, img1 * img2]), g).split(C)
+    mu2, e22 = _gaussian_blur(torch.cat([img2, img2 * img2]), g).split(C)
+    s11, s22, s12 = e11 - mu1 * mu1, e22 - mu2 * mu2, e12 - mu1 * mu2
+    return ((2 * mu1 * mu2 + 1e-4) * (2 * s12 + 9e-4)) / ((mu1 * mu1 + mu2 * mu2 + 1e-4) * (s11 + s22 + 9e-4))
+
+
+def test_closed_form_ssim_equals_the_autograd_one_in_float32():
+    """Values and gradients (both inputs, masked mean as in training) within float32 rounding."""
+    g = torch.Generator().manual_seed(1)
+    gt = torch.rand(3, 61, 75, generator=g)
+    pred = (gt + 0.2 * torch.randn(3, 61, 75, generator=g)).clamp(0, 1)
+    mask = (torch.rand(1, 61, 75, generator=g) > 0.3).float()
+    grads = []
+    for fn in (ssim_map, _ssim_autograd_reference):
+        a, b = pred.clone().requires_grad_(True), gt.clone().requires_grad_(True)
+        m = fn(a * mask, b * mask)
+        loss = (m * mask).sum() / mask.sum()
+        grads.append((m.detach(), loss.detach(), *torch.autograd.grad(loss, [a, b])))
+    new, ref = grads
+    torch.testing.assert_close(new[0], ref[0], rtol=0, atol=2e-6)
+    torch.testing.assert_close(new[1], ref[1], rtol=0, atol=1e-6)
+    for gn, gr in zip(new[2:], ref[2:]):
+        scale = float(gr.abs().max())
+        assert scale > 0 and float((gn - gr).abs().max()) <= 1e-4 * scale
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_closed_form_ssim_on_cuda_equals_the_autograd_one():
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.rand(3, 40, 52, generator=g).cuda(), torch.rand(3, 40, 52, generator=g).cuda()
+    out = []
+    for fn in (ssim_map, _ssim_autograd_reference):
+        x = a.clone().requires_grad_(True)
+        m = fn(x, b)
+        out.append((m.detach(), *torch.autograd.grad(m.mean(), x)))
+    torch.testing.assert_close(out[0][0], out[1][0], rtol=0, atol=2e-6)
+    assert float((out[0][1] - out[1][1]).abs().max()) <= 1e-4 * float(out[1][1].abs().max())
+
+
+def test_closed_form_ssim_gradcheck_float64():
+    g = torch.Generator().manual_seed(2)
+    a = torch.rand(2, 9, 13, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.rand(2, 9, 13, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(ssim_map, (a, b), eps=1e-6, atol=1e-8)
+    assert torch.autograd.gradcheck(lambda x: ssim_map(x, b.detach()), (a,), eps=1e-6, atol=1e-8)  # ground truth fixed
+    assert torch.autograd.gradcheck(lambda y: ssim_map(a.detach(), y), (b,), eps=1e-6, atol=1e-8)
 
 
 def test_masked_l1_ignores_excluded_pixels():
