@@ -44,6 +44,7 @@ bench: install
 	$(PY) benchmarks/bench_rasterizer.py
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_viewer.py
+	$(PY) benchmarks/bench_ssim.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) submodules/cpu_rasterizer/build

@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 
 from utils.errors import UserError, parse_size, run_cli  # noqa: E402
 
-MB = 1024.0 * 1024.0
+MB = 1024.0 * 1024.0  # MiB, as the README reports memory
 VIDEO_FRAMES, VIDEO_SIZE = 2000, (1350, 1080)  # the long-video case
 TARGET_VIDEO_GB = 24.0
 
