@@ -24,8 +24,8 @@ from arguments import ModelParams, PipelineParams, parse
 from arguments.config import Params, param
 from gaussian_renderer import render
 from scene import Scene, background_color
-from scene.gaussian_model import GaussianModel
 from scene.coded_maps import binary_map
+from scene.gaussian_model import GaussianModel
 from scene.exposure import Exposures, right_half
 from scene.model_folder import MASK_SOURCE_FILE, RENDER_TIMING_FILE, ModelFolder
 from utils.errors import UserError, run_cli
