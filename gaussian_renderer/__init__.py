@@ -2,8 +2,9 @@
 
 render() = deform (optional) -> project -> colour from SH -> composite (backend).
 Projection and SH run in PyTorch, or in the backend's fused kernels where it has them
-(gsplat on CUDA, the C++ extension on the CPU). All channels (RGB, optional per-Gaussian features, depth) are composited in one
-backend pass. ``pipe.antialiasing`` scales each opacity by the projection's compensation.
+(gsplat on CUDA, the C++ extension on the CPU). All channels (RGB, optional per-Gaussian
+features, depth) are composited in one backend pass. ``pipe.antialiasing`` scales each
+opacity by the projection's compensation.
 """
 from __future__ import annotations
 

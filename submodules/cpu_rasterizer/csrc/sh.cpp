@@ -54,32 +54,35 @@ inline T sh_sum(const T* Y, const T* sh, int bases, int ch) {
     return s + T(0.5);
 }
 
+// fn(i, Y, sh_i) for every Gaussian i (Y: its basis, sh_i: its [K, 3] coefficients), OpenMP over Gaussians.
+template <typename scalar_t, typename Fn>
+void for_each_basis(const ShArrays<scalar_t>& in, const ShSettings& st, int num_threads, Fn fn) {
+#pragma omp parallel for num_threads(threads_for(in.n, num_threads)) schedule(dynamic, kGaussianChunk)
+    for (int64_t i = 0; i < in.n; ++i) {
+        scalar_t Y[kShMaxBases];
+        sh_basis(in.dirs + 3 * i, st, Y);
+        fn(i, Y, in.sh + i * in.k * kRgb);
+    }
+}
+
 }  // namespace
 
 template <typename scalar_t>
 void sh_forward(const ShArrays<scalar_t>& in, const ShSettings& st, scalar_t* colors, int num_threads) {
     const int bases = sh_bases(st.degree);
-#pragma omp parallel for num_threads(threads_for(in.n, num_threads)) schedule(dynamic, kGaussianChunk)
-    for (int64_t i = 0; i < in.n; ++i) {
-        scalar_t Y[kShMaxBases];
-        sh_basis(in.dirs + 3 * i, st, Y);
-        const scalar_t* sh = in.sh + i * in.k * kRgb;
+    for_each_basis(in, st, num_threads, [&](int64_t i, const scalar_t* Y, const scalar_t* sh) {
         for (int ch = 0; ch < kRgb; ++ch) {
             const scalar_t v = sh_sum(Y, sh, bases, ch);
             colors[kRgb * i + ch] = v < scalar_t(0) ? scalar_t(0) : v;  // NaN stays NaN, as clamp_min
         }
-    }
+    });
 }
 
 template <typename scalar_t>
 void sh_backward(const ShArrays<scalar_t>& in, const ShSettings& st, const scalar_t* grad_colors, scalar_t* d_sh,
                  int num_threads) {
     const int bases = sh_bases(st.degree);
-#pragma omp parallel for num_threads(threads_for(in.n, num_threads)) schedule(dynamic, kGaussianChunk)
-    for (int64_t i = 0; i < in.n; ++i) {
-        scalar_t Y[kShMaxBases];
-        sh_basis(in.dirs + 3 * i, st, Y);
-        const scalar_t* sh = in.sh + i * in.k * kRgb;
+    for_each_basis(in, st, num_threads, [&](int64_t i, const scalar_t* Y, const scalar_t* sh) {
         scalar_t g[kRgb];
         for (int ch = 0; ch < kRgb; ++ch)  // clamp_min passes the gradient where the sum is >= 0
             g[ch] = sh_sum(Y, sh, bases, ch) >= scalar_t(0) ? grad_colors[kRgb * i + ch] : scalar_t(0);
@@ -87,7 +90,7 @@ void sh_backward(const ShArrays<scalar_t>& in, const ShSettings& st, const scala
         for (int b = 0; b < bases; ++b)
             for (int ch = 0; ch < kRgb; ++ch) out[b * kRgb + ch] = Y[b] * g[ch];
         std::fill(out + bases * kRgb, out + in.k * kRgb, scalar_t(0));
-    }
+    });
 }
 
 template void sh_forward<float>(const ShArrays<float>&, const ShSettings&, float*, int);
