@@ -9,7 +9,8 @@
 Runs train.py's training loop for a fixed number of iterations (densification on, as
 in a real run) and prints iterations/s and ms/iteration per backend and feature
 dimension, the cost of the feature channels relative to D = 0, the test PSNR after
-the last iteration and, on CUDA, the peak GPU memory (torch.cuda.max_memory_allocated).
+the last iteration, on CUDA the peak GPU memory (torch.cuda.max_memory_allocated), and
+the process CPU time per iteration (steadier than the wall time on a shared machine).
 A requested backend that cannot run here is skipped with a note, never replaced.
 ``--profile K`` then profiles K more iterations of the first backend (torch.profiler)
 and prints the time of the render stages (projection, SH, compositing) and the top ops.
