@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # Two pytest workers (pytest-xdist; a file's tests stay on one worker so its module fixtures are built once):
 # the suite is dominated by single-threaded script start-ups, so this halves it on 2 cores.
 PYTEST_WORKERS ?= 2
-PYTEST := $(PY) -m pytest tests -q -ra -n $(PYTEST_WORKERS) --dist loadfile
+PYTEST := $(PY) -m pytest tests -q -ra -n $(PYTEST_WORKERS) --dist loadfile --durations=15
 
 .PHONY: install browser demo test test-fast bench clean
 

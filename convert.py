@@ -11,12 +11,19 @@ Working files stay in ``SCENE/distorted/``: ``database.db``, the raw models
 steps run so that it survives a failure). Steps: feature extraction, matching,
 mapping, undistortion -- run by the ``colmap`` program when it is on PATH (or
 given with --colmap_executable), otherwise by pycolmap; the outputs are the same.
+
+Fallback: when the first engine fails (a step crashes, the mapper writes no model or
+registers fewer than --min_registered of the photos) and the other one is installed,
+the other starts again from a new database (COLMAP databases are not compatible both
+ways: 3.8 cannot read the database of pycolmap 4.x) and the console says so. The mapper
+writes into ``distorted/sparse.tmp``, which becomes ``distorted/sparse`` only once accepted.
 """
 from __future__ import annotations
 
+import math
 import shutil
-import time
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -25,13 +32,16 @@ from arguments import parse
 from arguments.config import Params, param
 from scene.colmap_loader import MODEL_IDS
 from scene.reader_utils import IMAGE_EXTENSIONS, short_list
-from utils.colmap_utils import (Backend, feature_counts, find_backend, largest_model, replace_dir, resize_images,
-                                run_logged, step_command, verified_pairs)
+from utils.colmap_utils import (ENGINES, INSTALL_HINT, Backend, EngineFailure, feature_counts, find_engines,
+                                largest_model, log_mentions, replace_dir, resize_images, run_logged, step_command,
+                                verified_pairs)
 from utils.errors import UserError, run_cli
 
 RESIZE_FACTORS = (2, 4, 8)
 MIN_IMAGES = 2
 PARALLAX_HINT_INLIERS = 100  # a failed mapping despite this many matches points to missing parallax
+NO_INITIAL_PAIR = "No good initial image pair found"  # what both COLMAP 3.x and 4.x mappers log
+MANY_PARAMETER_CAMERAS = ("OPENCV", "FULL_OPENCV", "RADIAL")  # a failed mapping suggests a simpler --camera
 
 
 @dataclass
@@ -57,6 +67,10 @@ class Layout:
         return self.work / "sparse"
 
     @property
+    def sparse_tmp(self) -> Path:
+        return self.work / "sparse.tmp"
+
+    @property
     def undistorted(self) -> Path:
         return self.work / "undistorted"
 
@@ -76,6 +90,10 @@ class ConvertParams(Params):
     source_path: str = param("", "scene folder holding the photos in input/", short="s")
     camera: Literal[CAMERA_MODELS] = param("OPENCV", "camera model for calibration")
     colmap_executable: str = param("", "path of the colmap program (default: colmap on PATH, then pycolmap)")
+    engine: Literal[ENGINES] = param("auto", "which COLMAP runs first (auto: the colmap program when found, else "
+                                     "pycolmap); if it fails, the other one, when installed, starts again")
+    min_registered: float = param(0.5, "fraction of the photos the mapper must register; a model with fewer counts "
+                                  "as failed (the other COLMAP is tried); 0 accepts any model", ge=0.0, le=1.0)
     no_gpu: bool = param(False, "run SIFT extraction and matching on the CPU")
     skip_matching: bool = param(False, "reuse SCENE/distorted/sparse from an earlier run; only undistort")
     resize: bool = param(False, "also write images_2, images_4, images_8")
@@ -123,15 +141,27 @@ def check_input(layout: Layout) -> list[str]:
     return names
 
 
-def fresh_workdir(layout: Layout) -> None:
-    """Remove the database, models and log of an earlier run (our own outputs) before starting again."""
+def fresh_database(layout: Layout) -> None:
+    """Remove the database and the unaccepted mapper output, for a new engine or a new run."""
     for suffix in ("", "-shm", "-wal"):
         Path(f"{layout.database}{suffix}").unlink(missing_ok=True)
+    if layout.sparse_tmp.exists():
+        shutil.rmtree(layout.sparse_tmp)
+
+
+def fresh_workdir(layout: Layout) -> None:
+    """Remove the database, models and log of an earlier run (our own outputs) before starting again."""
+    fresh_database(layout)
     layout.log.unlink(missing_ok=True)
     for folder in (layout.sparse, layout.undistorted):
         if folder.exists():
             shutil.rmtree(folder)
     layout.work.mkdir(parents=True, exist_ok=True)
+
+
+def log_note(log_path: Path, text: str) -> None:
+    with open(log_path, "a") as log:
+        log.write(f"# {text}\n")
 
 
 class Steps:
@@ -151,8 +181,7 @@ class Steps:
 
     def done(self, name: str, summary: str, seconds: float) -> None:
         print(f"[{self.index}/{self.total}] {name}: {summary} ({seconds:.1f} s)", flush=True)
-        with open(self.layout.log, "a") as log:
-            log.write(f"# {name}: {summary} ({seconds:.1f} s)\n")
+        log_note(self.layout.log, f"{name}: {summary} ({seconds:.1f} s)")
 
 
 def extract_features(steps: Steps, names: list[str]) -> None:
@@ -181,24 +210,111 @@ def match_features(steps: Steps) -> None:
     steps.done(name, f"{pairs} verified image pairs", secs)
 
 
-def map_scene(steps: Steps, names: list[str]) -> Path:
-    """Run the mapper; return the largest model and report the images left out."""
+class TooFewRegistered(EngineFailure):
+    """The mapper's largest model holds fewer than --min_registered of the photos (``registered`` of them)."""
+
+    def __init__(self, reason: str, log: Path, registered: int):
+        super().__init__(reason, log)
+        self.registered = registered
+
+
+class NoInitialPair(EngineFailure):
+    """The mapper found no pair of photos to start from; ``inliers``: the best pair's verified matches."""
+
+    def __init__(self, name: str, database: Path, log: Path):
+        pairs, self.inliers = verified_pairs(database)
+        super().__init__(f"{name} failed: no good initial image pair found ({pairs} verified pairs, best "
+                         f"{self.inliers} inlier matches)", log)
+
+
+def required_images(fraction: float, n_images: int) -> int:
+    """How many of ``n_images`` photos --min_registered ``fraction`` asks for (rounded up; 0.07 of 100 is 7)."""
+    return math.ceil(fraction * n_images - 1e-9)
+
+
+def map_scene(steps: Steps, names: list[str]) -> tuple[Path, list[str]]:
+    """Run the mapper into distorted/sparse.tmp; move it to distorted/sparse once its largest model registers at
+    least --min_registered of the photos. Returns that model's folder and image names; reports the images left
+    out. A crash, no model or too few images -> EngineFailure (the folder is left for the caller to remove)."""
     name, layout = "mapping", steps.layout
-    layout.sparse.mkdir(parents=True, exist_ok=True)
-    secs = steps.run(name, "map", output=str(layout.sparse))
-    best = largest_model(layout.sparse)
+    layout.sparse_tmp.mkdir(parents=True)
+    offset = layout.log.stat().st_size
+    try:
+        secs = steps.run(name, "map", output=str(layout.sparse_tmp))
+        best = largest_model(layout.sparse_tmp)
+    except EngineFailure:  # COLMAP 3.8 exits 1 when it finds no initial pair; say why rather than "failed"
+        if not log_mentions(layout.log, offset, NO_INITIAL_PAIR):
+            raise
+        best = None
     if best is None:
-        pairs, inliers = verified_pairs(layout.database)
-        why = ("the photos match but show too little parallax (move the camera between shots, do not only "
-               "rotate it)" if inliers >= PARALLAX_HINT_INLIERS else "too few matches (take photos with more overlap)")
-        raise UserError(f"{name} failed: no good initial image pair: {why}; {pairs} verified pairs, best "
-                        f"{inliers} inlier matches; log: {layout.log}")
+        raise NoInitialPair(name, layout.database, layout.log)
     model, registered = best
-    models = sum(1 for d in layout.sparse.iterdir() if d.is_dir())
+    need = required_images(steps.args.min_registered, len(names))
+    if len(registered) < need:
+        raise TooFewRegistered(f"{name} registered only {len(registered)}/{len(names)} images (model {model.name}), "
+                               f"fewer than --min_registered {steps.args.min_registered:g} of them ({need})",
+                               layout.log, len(registered))
+    models = sum(1 for d in layout.sparse_tmp.iterdir() if d.is_dir())
+    replace_dir(layout.sparse_tmp, layout.sparse)
     steps.done(name, f"{len(registered)}/{len(names)} images registered in model {model.name}"
                + (f" (largest of {models})" if models > 1 else ""), secs)
     report_unregistered(names, registered, layout.log)
-    return model
+    return layout.sparse / model.name, registered
+
+
+def advice(args: ConvertParams, failures: list[tuple[Backend, EngineFailure]], engines: list[Backend],
+           n_images: int) -> str:
+    """What to try after every engine failed: flags that fit the failures, the photos, the missing engine."""
+    tips = []
+    partial = max((e.registered for _, e in failures if isinstance(e, TooFewRegistered)), default=0)
+    if partial >= MIN_IMAGES:
+        tips.append(f"--min_registered {math.floor(100 * partial / n_images) / 100:g} to accept the model of "
+                    f"{partial}/{n_images} images")
+    if args.camera in MANY_PARAMETER_CAMERAS:
+        tips.append("a simpler --camera (SIMPLE_RADIAL, or PINHOLE for photos already undistorted)")
+    if not args.single_camera:
+        tips.append("--single_camera if one camera took every photo at one size")
+    inliers = max((e.inliers for _, e in failures if isinstance(e, NoInitialPair)), default=0)
+    if inliers >= PARALLAX_HINT_INLIERS:
+        tips.append(f"more photos from more viewpoints (pairs match with up to {inliers} inliers, yet none started "
+                    "a model: if the camera only rotated between shots, move it)")
+    else:
+        tips.append("more photos with more overlap")
+    if len(engines) == 1:
+        other = "pycolmap" if engines[0].kind == "colmap" else "colmap"
+        tips.append(f"installing {other} ({INSTALL_HINT[other]}) so that convert.py tries it too")
+    return "; try " + ", or ".join(tips)
+
+
+def reconstruct(engines: list[Backend], layout: Layout, args: ConvertParams,
+                names: list[str]) -> tuple[Steps, Path, list[str]]:
+    """Feature extraction, matching and mapping with the first engine; when it fails (EngineFailure: a crash, no
+    model, too few images), everything again from a new database with the next one, saying so.
+    Returns the winning engine's Steps, its model folder and registered image names; all failed -> UserError."""
+    failures: list[tuple[Backend, EngineFailure]] = []
+    for backend in engines:
+        if failures:
+            failed, exc = failures[-1]
+            line = (f"{failed.label} failed: {exc.reason}; trying {backend.label} instead, from a new database "
+                    "(feature extraction, matching, mapping)")
+            print(line, flush=True)
+            log_note(layout.log, line)
+        fresh_database(layout)
+        steps = Steps(backend, layout, args, total=4)
+        try:
+            extract_features(steps, names)
+            match_features(steps)
+            return (steps, *map_scene(steps, names))
+        except EngineFailure as exc:
+            failures.append((backend, exc))
+        finally:
+            if layout.sparse_tmp.exists():  # never leave an unaccepted model behind
+                shutil.rmtree(layout.sparse_tmp)
+    if len(failures) == 1:
+        what = failures[0][1].reason
+    else:
+        what = "both COLMAP engines failed: " + "; ".join(f"{b.label}: {e.reason}" for b, e in failures)
+    raise UserError(f"{what}{advice(args, failures, engines, len(names))}; full log: {layout.log}")
 
 
 def report_unregistered(names: list[str], registered: list[str], log_path: Path) -> None:
@@ -242,7 +358,7 @@ def main(argv: list[str] | None = None) -> None:
     (args,) = parse((ConvertParams,), sys.argv[1:] if argv is None else argv,
                     "Run COLMAP on SCENE/input/ and write an undistorted scene for train.py")
     layout = Layout(Path(args.source_path).absolute())  # steps run from the repository root
-    backend = find_backend(args.colmap_executable or None)
+    engines = find_engines(args.colmap_executable or None, args.engine)
     if args.skip_matching:
         if not layout.scene.is_dir():
             raise UserError(f"{layout.scene}: scene folder not found (check -s/--source_path)")
@@ -253,23 +369,25 @@ def main(argv: list[str] | None = None) -> None:
             raise UserError(f"{layout.input}: folder not found; --skip_matching undistorts the photos in input/")
         model, names = best[0], best[1]
         layout.work.mkdir(parents=True, exist_ok=True)
-        steps = Steps(backend, layout, args, total=1)
     else:
         names = check_input(layout)
         fresh_workdir(layout)
-        steps = Steps(backend, layout, args, total=4)
-    with open(layout.log, "a") as log:
-        log.write(f"# convert.py -s {layout.scene}: {len(names)} images, backend {backend.kind}"
-                  f"{' ' + backend.executable if backend.executable else ''}\n")
-    print(f"convert: {len(names)} images in {layout.input}, using {backend.kind}; log: {layout.log}")
-    if not args.skip_matching:
-        extract_features(steps, names)
-        match_features(steps)
-        model = map_scene(steps, names)
+    using = engines[0].label + (f", then {engines[1].label} if it fails" if len(engines) > 1 and
+                                not args.skip_matching else "")
+    log_note(layout.log, f"convert.py -s {layout.scene}: {len(names)} images, using {using}")
+    print(f"convert: {len(names)} images in {layout.input}, using {using}; log: {layout.log}")
+    if args.skip_matching:
+        steps = Steps(engines[0], layout, args, total=1)
+        made = f"the model of the earlier run ({len(names)} images), undistorted by {engines[0].label}"
+    else:
+        steps, model, registered = reconstruct(engines, layout, args, names)
+        made = f"{steps.backend.label} registered {len(registered)}/{len(names)} images"
+        if steps.backend is not engines[0]:
+            made += f" ({engines[0].label} failed)"
     undistort(steps, model)
     if args.resize:
         write_pyramid(layout.scene)
-    print(f"done: {layout.scene} is ready for train.py -s {layout.scene}")
+    print(f"done: {made}; {layout.scene} is ready for train.py -s {layout.scene}")
 
 
 if __name__ == "__main__":

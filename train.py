@@ -118,7 +118,7 @@ def training(dataset: ModelParams, opt: OptimizationParams, pipe: PipelineParams
     bg = torch.tensor(background_color(dataset.white_background), device=device)
 
     def render_fn(cam, background=bg):
-        pkg = render(cam.to(device), gaussians, pipe, background)
+        pkg = render(cam.to(device), gaussians, pipe, background, invdepth=losses.invdepth)
         return pkg if exposures is None else {**pkg, "render": exposures(pkg["render"], cam.image_name)}
 
     viewer = TrainingViewer.for_training(view, gaussians, pipe, bg, scene)

@@ -18,7 +18,6 @@ from arguments.files import cfg_args_values, load_config, read_cfg_args, write_c
 from utils.errors import UserError
 
 Device = Literal["auto", "cpu", "cuda"]
-NOT_YET = "not implemented in this toolkit yet; drop the flag"  # graphdeco flags accepted by the parser only
 RESOLUTION_AUTO = -1  # -r -1: full size, capped at 1600 px wide (graphdeco)
 SAVED_PIPELINE_KEYS = ("antialiasing",)  # how the model must be rendered: saved in cfg_args with ModelParams
 
@@ -32,8 +31,9 @@ class ModelParams(Params):
     source_path: str = param("", "scene folder: COLMAP (sparse/), Blender (transforms_train.json) or EndoNeRF (poses_bounds.npy)", short="s")
     model_path: str = param("", "model folder to write (train.py; default output/<scene name>) or read (render.py, ...)", short="m")
     images: str = param("images", "name of the scene's image folder (e.g. images_4 for COLMAP's downscaled copies)", short="i")
-    depths: str = param("", "name of the scene's folder of monocular inverse-depth maps for depth regularisation (graphdeco); "
-                        "empty = none", short="d")
+    depths: str = param("", "folder inside the scene of monocular inverse-depth PNGs, one per training image, for "
+                        "graphdeco's depth regularisation (COLMAP also needs sparse/0/depth_params.json); empty = none; "
+                        "render.py accepts and ignores it", short="d")
     resolution: int = param(RESOLUTION_AUTO, "training resolution: 1, 2, 4, 8 divide the image size; another value is a "
                             "target width in pixels; -1 caps the width at 1600 px", short="r", ge=1, allowed=(RESOLUTION_AUTO,))
     white_background: bool = param(False, "composite on a white background (Blender scenes with alpha)", short="w")
@@ -52,10 +52,6 @@ class ModelParams(Params):
     feature_dim: int = param(0, "channels of the per-Gaussian DINO feature (semantic_* in the PLY); 0 = none", ge=0)
     feature_decoder: Literal["auto", "pca", "decoder"] = param("auto", "how rendered DINO features meet the teacher: its PCA channels, "
                                                                 "a learned 1x1 decoder, or auto")
-
-    def check(self) -> None:
-        if self.depths:
-            raise UserError(f"--depths: {NOT_YET}")
 
 
 @dataclass(frozen=True)
@@ -113,8 +109,9 @@ class OptimizationParams(Params):
     exposure_lr_final: float = param(0.001, "--train_test_exp: final learning rate of the per-image exposures", gt=0)
     exposure_lr_delay_steps: int = param(0, "--train_test_exp: iterations of exposure learning-rate warm-up", ge=0)
     exposure_lr_delay_mult: float = param(0.0, "--train_test_exp: exposure learning-rate warm-up factor", ge=0, le=1)
-    depth_l1_weight_init: float = param(1.0, "--depths: initial weight of the inverse-depth L1 loss", ge=0)
-    depth_l1_weight_final: float = param(0.01, "--depths: final weight of the inverse-depth L1 loss", ge=0)
+    depth_l1_weight_init: float = param(1.0, "-d/--depths: initial weight of the inverse-depth L1 loss", ge=0)
+    depth_l1_weight_final: float = param(0.01, "-d/--depths: final weight of the inverse-depth L1 loss (log-linear decay "
+                                         "over --iterations)", ge=0)
     optimizer_type: Literal["default", "sparse_adam"] = param("default", "Adam over every Gaussian, or only over those "
                                                               "visible in the view (sparse_adam)")
 
@@ -133,6 +130,10 @@ def check_model_and_optimization(model: ModelParams, opt: OptimizationParams) ->
     """Rules that span the model and optimisation groups."""
     if opt.lambda_feature > 0 and model.feature_dim == 0:
         raise UserError("--lambda_feature needs per-Gaussian features: add --feature_dim D (e.g. 16)")
+    weights = (opt.depth_l1_weight_init, opt.depth_l1_weight_final)
+    if model.depths and min(weights) == 0 < max(weights):
+        raise UserError(f"--depth_l1_weight_init {weights[0]:g} --depth_l1_weight_final {weights[1]:g}: the weight decays "
+                        "exponentially, so both must be > 0 (or both 0 to turn the inverse-depth term off)")
 
 
 def parse(groups: Sequence[type[Params]], argv: Sequence[str], description: str, *,

@@ -63,10 +63,14 @@ C3VD_ARGS = ["--config", str(ROOT / "arguments" / "endonerf" / "pulling.py"), "-
 RECORDED_C3VD_S_PER_IT = 0.36  # README, before issue 12 (median of iterations 6-40, quiet machine)
 
 
-def make_scene(kind: str, root: Path) -> Path:
+DEFAULT_SIZES = {"blender": (80, 80), "endonerf": (80, 64)}  # the synthetic scenes' WxH (the demo's sizes)
+
+
+def make_scene(kind: str, root: Path, size: tuple[int, int] | None = None) -> Path:
+    width, height = size or DEFAULT_SIZES[kind]
     if kind == "blender":
-        return make_synthetic_blender(root / "blender", n_train=24, n_test=4, width=80, height=80, seed=0)
-    return make_synthetic_endonerf(root / "endo", n_frames=24, width=80, height=64, seed=0)
+        return make_synthetic_blender(root / "blender", n_train=24, n_test=4, width=width, height=height, seed=0)
+    return make_synthetic_endonerf(root / "endo", n_frames=24, width=width, height=height, seed=0)
 
 
 def train_args(scene: Path, out: Path, backend: str, device: str, iterations: int, feature_dim: int,
@@ -235,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--scene", choices=list(DEFAULT_ITERATIONS), default="blender")
     ap.add_argument("--contention", action="store_true",
                     help="repeat every run with one busy process per CPU and print the slowdown")
+    ap.add_argument("--size", default=None, metavar="WxH", help="image size of the synthetic scenes "
+                    f"(default: {', '.join(f'{k} {w}x{h}' for k, (w, h) in DEFAULT_SIZES.items())})")
     ap.add_argument("--feature_dims", nargs="+", type=int, default=[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--perceptual", action="store_true",
@@ -247,8 +253,22 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """'640x512' -> (640, 512); None stays None."""
+    if text is None:
+        return None
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--size {text}: expected WIDTHxHEIGHT, e.g. 640x512") from None
+    if w < 8 or h < 8:
+        raise UserError(f"--size {text}: both sides must be at least 8 pixels")
+    return w, h
+
+
 def print_header(a) -> None:
-    print(f"\nscene={a.scene}  iterations={a.iterations} (first {untimed_iterations(a.iterations)} not timed)  "
+    size = "x".join(map(str, parse_size(a.size) or DEFAULT_SIZES.get(a.scene, ())))
+    print(f"\nscene={a.scene} {size}  iterations={a.iterations} (first {untimed_iterations(a.iterations)} not timed)  "
           f"threads={a.threads}  device={a.device}")
     print(f"{'backend':12s} {'D':>4s} {'it/s':>8s} {'ms/it':>8s} {'vs plain':>9s} {'test PSNR':>10s} {'peak GPU MB':>12s} "
           f"{'CPU ms/it':>10s}")
@@ -279,7 +299,8 @@ def main() -> None:
     backends = list(load_backends(a.backends))
     if not backends:
         raise UserError(f"--backends {' '.join(a.backends)}: none of them is available here")
-    report = {"scene": a.scene, "iterations": a.iterations, "threads": a.threads, "device": a.device,
+    size = parse_size(a.size)  # checked before any work
+    report = {"scene": a.scene, "size": list(size or DEFAULT_SIZES.get(a.scene, ())), "iterations": a.iterations, "threads": a.threads, "device": a.device,
               "gpu": torch.cuda.get_device_name() if a.device == "cuda" else None, "torch": torch.__version__,
               "perceptual": f"{a.perceptual_model}@{a.perceptual_resolution}" if a.perceptual else None,
               "rows": [], "profile": None}
@@ -294,7 +315,7 @@ def main() -> None:
 
     print_header(a)
     with tempfile.TemporaryDirectory() as tmp:
-        scene = make_scene(a.scene, Path(tmp))
+        scene = make_scene(a.scene, Path(tmp), parse_size(a.size))
         for backend in backends:
             base = None
             configs = [(backend, d, False) for d in a.feature_dims] + [(backend + "+perc", 0, True)] * a.perceptual

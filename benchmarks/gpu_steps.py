@@ -13,7 +13,7 @@ BUDGET_S = {  # per step, in order of priority; the whole run is also capped by 
     "build": 330, "tests": 90, "train_endonerf": 150, "raster": 60, "raster_1m": 60,
     "train_blender": 60, "cpu_baseline": 60, "extraction": 45,
 }
-GPU_TESTS = ("tests/test_gsplat_backend.py", "tests/test_antialiasing.py")  # the tests with CUDA cases
+GPU_TESTS = ("tests/test_gsplat_backend.py", "tests/test_antialiasing.py", "tests/test_invdepth.py")  # with CUDA cases
 CPU_BASELINE_THREADS = 2  # the reference: "2 CPU cores"
 
 

@@ -3,8 +3,8 @@
 render() = deform (optional) -> project -> colour from SH -> composite (backend).
 Projection and SH run in PyTorch, or in the backend's fused kernels where it has them
 (gsplat on CUDA, the C++ extension on the CPU). All channels (RGB, optional per-Gaussian
-features, depth) are composited in one backend pass. ``pipe.antialiasing`` scales each
-opacity by the projection's compensation.
+features, depth, optional inverse depth) are composited in one backend pass.
+``pipe.antialiasing`` scales each opacity by the projection's compensation.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import utils.omp_policy  # noqa: F401  (before torch; see that module)
 import torch  # noqa: E402
 
 from gaussian_renderer.backends import get_backend  # noqa: E402
-from gaussian_renderer.projection import project_gaussians  # noqa: E402
+from gaussian_renderer.projection import NEAR_PLANE, project_gaussians  # noqa: E402
 from utils.general_utils import normalize  # noqa: E402
 from utils.sh_utils import eval_sh  # noqa: E402
 
@@ -28,6 +28,7 @@ def render(
     override_color: torch.Tensor | None = None,
     render_features: bool = True,
     backend: str | None = None,
+    invdepth: bool = False,
 ) -> dict:
     """Render one view.
 
@@ -39,9 +40,11 @@ def render(
         time: normalised time in [0, 1] for deformable scenes (default: the camera's).
         override_color: [N, 3] colours to use instead of SH (e.g. cluster colours).
         render_features: also composite per-Gaussian feature vectors when the model has them.
+        invdepth: also composite 1/z (one more channel; for ``-d`` depth regularisation).
     Returns:
         dict with ``render`` [3,H,W], ``depth`` [1,H,W] (alpha-normalised expected depth),
-        ``alpha`` [1,H,W], ``feature_map`` [D,H,W] or None, ``viewspace_points`` [N,2]
+        ``alpha`` [1,H,W], ``feature_map`` [D,H,W] or None, ``invdepth`` [1,H,W] (sum of
+        weight x 1/z, not alpha-normalised, as graphdeco's) or None, ``viewspace_points`` [N,2]
         (screen means; their ``.grad`` drives densification), ``visibility_filter`` [N] bool,
         ``radii`` [N] int.
     """
@@ -69,6 +72,8 @@ def render(
     if feats is not None:
         channels.append(feats)
     channels.append(proj.depths[:, None])
+    if invdepth:  # culled Gaussians (z <= near plane) are never composited; the clamp keeps their 1/z finite
+        channels.append(1.0 / proj.depths.clamp_min(NEAR_PLANE)[:, None])
     stacked = torch.cat(channels, dim=1)
 
     opacities = gaussians.get_opacity.squeeze(-1)
@@ -82,13 +87,15 @@ def render(
     if debug:
         check_finite(camera, rasterizer_output=out, rasterizer_alpha=alpha)
     image = out[:3] + (1.0 - alpha) * bg_color[:, None, None]
-    feature_map = out[3:-1] if feats is not None else None
-    depth = out[-1:] / alpha.clamp_min(1e-6)
+    d = out.shape[0] - 1 - int(invdepth)  # the depth channel
+    feature_map = out[3:d] if feats is not None else None
+    depth = out[d:d + 1] / alpha.clamp_min(1e-6)
     return {
         "render": image,
         "depth": depth,
         "alpha": alpha,
         "feature_map": feature_map,
+        "invdepth": out[d + 1:] if invdepth else None,
         "viewspace_points": means2d,
         "visibility_filter": proj.radii > 0,
         "radii": proj.radii,

@@ -63,6 +63,8 @@ class Scene:
         self.folder = ModelFolder(args.model_path)
         self.model_path = args.model_path
         self.gaussians = gaussians
+        if info is None and load_iteration is not None and args.depths:
+            args = args.replace(depths="")  # a trained model is rendered, not trained: no inverse-depth maps (graphdeco)
         self.info: SceneInfo = info if info is not None else read_scene(args.source_path, args)
         self.cameras_extent = self.info.extent
         self.loaded_iter = None

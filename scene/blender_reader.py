@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from scene.dataset_readers import CameraInfo, PointCloud, SceneInfo, cameras_extent, split_every_nth
+from scene.invdepth import BLENDER_DIVISOR, attach_invdepth, depths_folder
 from scene.reader_utils import check_image_size, path_inside, read_points_ply, unique_image_names
 from utils.errors import UserError
 from utils.image_utils import IMAGE_EXTENSIONS, image_size
@@ -209,7 +210,8 @@ def random_point_cloud(cams: list[CameraInfo], seed: int, n: int = RANDOM_INIT_P
 
 
 def read_blender_scene(path: str | os.PathLike, args) -> SceneInfo:
-    """Read a NeRF-synthetic style folder; ``args`` supplies ``eval`` and ``seed``."""
+    """Read a NeRF-synthetic style folder; ``args`` supplies ``eval``, ``seed`` and ``depths`` (inverse-depth
+    maps of the training views, scene.invdepth)."""
     root = Path(path)
     eval_mode = args.eval
     train = [(m, p, f"{root / 'transforms_train.json'} frame {i}")
@@ -228,6 +230,10 @@ def read_blender_scene(path: str | os.PathLike, args) -> SceneInfo:
         raise UserError(f"{root / 'transforms_train.json'}: no training frames left after the --eval split")
     for c in test_cams:
         c.is_test = True
+    depths = getattr(args, "depths", "")
+    if depths:  # graphdeco names a Blender frame's map by its image file's stem
+        attach_invdepth(train_cams, [Path(c.image_path).stem for c in train_cams], depths_folder(root, depths), depths,
+                        BLENDER_DIVISOR)
     ply = root / PLY_NAME
     if ply.is_file():
         cloud, source = read_points_ply(ply), PLY_NAME

@@ -2,12 +2,13 @@
 
 :func:`load_camera` turns a :class:`scene.dataset_readers.CameraInfo` into a
 :class:`Camera`: reads the image (compositing RGBA on the background), the
-optional tool mask and depth map, and scales the intrinsics to the chosen
+optional tool mask, depth map and inverse-depth map, and scales the intrinsics to the chosen
 resolution (3DGS ``-r`` rule: 1/2/4/8 divide, -1 caps the width at 1600 px,
 any other value is the target width).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,7 @@ class Camera:
 
     mask: [1,H,W] with 1 = pixel counts, 0 = excluded (tools, outside the field of view), or None.
     depth: [1,H,W] depth (0 = unknown), or None.
+    invdepth: [1,H,W] monocular inverse depth (``-d``, scene.invdepth), or None.
     """
 
     uid: int
@@ -55,6 +57,7 @@ class Camera:
     time: float = 0.0
     mask: torch.Tensor | None = None
     depth: torch.Tensor | None = None
+    invdepth: torch.Tensor | None = None
 
     @property
     def camera_center(self) -> torch.Tensor:
@@ -63,9 +66,8 @@ class Camera:
         return -R.T @ t
 
     def to(self, device) -> "Camera":
-        move = lambda x: None if x is None else x.to(device)  # noqa: E731
-        return Camera(self.uid, self.image_name, self.image_width, self.image_height, self.K.to(device),
-                      self.viewmat.to(device), self.original_image.to(device), self.time, move(self.mask), move(self.depth))
+        return dataclasses.replace(self, **{f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self)
+                                            if isinstance(getattr(self, f.name), torch.Tensor)})
 
 
 def _composite_rgba(img: np.ndarray, background: np.ndarray) -> np.ndarray:
@@ -100,6 +102,11 @@ def load_camera(info: CameraInfo, resolution: int, background: np.ndarray, devic
         valid = None if mask is None else mask[0].numpy() > 0.5
         d = load_endonerf_depth(info.depth_path, info.depth_mode, info.depth_scale, valid)  # as the reader resolved
         depth = torch.from_numpy(resize_image(d, w, h, nearest=True).astype(np.float32))[None]
+    invdepth = None
+    if info.invdepth is not None:
+        from scene.invdepth import load_invdepth
+
+        invdepth = torch.from_numpy(load_invdepth(info.invdepth, w, h))[None]
     return Camera(
         uid=info.uid,
         image_name=info.image_name,
@@ -111,4 +118,5 @@ def load_camera(info: CameraInfo, resolution: int, background: np.ndarray, devic
         time=info.time,
         mask=mask,
         depth=depth,
+        invdepth=invdepth,
     ).to(device)

@@ -17,6 +17,7 @@ import numpy as np
 
 from scene.colmap_loader import ColmapCamera, ColmapModel, image_world_to_cam, model_extension, read_colmap_model
 from scene.dataset_readers import CameraInfo, PointCloud, SceneInfo, cameras_extent, split_every_nth
+from scene.invdepth import COLMAP_DIVISOR, attach_invdepth, depths_folder
 from scene.reader_utils import check_image_size, list_images, path_inside, short_list, unique_image_names
 from utils.errors import UserError
 from utils.io_utils import shown_path
@@ -102,7 +103,8 @@ def model_point_cloud(model: ColmapModel, model_dir: Path) -> PointCloud:
 
 
 def read_colmap_scene(path: str | os.PathLike, args) -> SceneInfo:
-    """Read a COLMAP scene folder; ``args`` supplies ``images`` (folder name) and ``eval``."""
+    """Read a COLMAP scene folder; ``args`` supplies ``images`` (folder name), ``eval`` and ``depths``
+    (inverse-depth maps of the training views, scene.invdepth)."""
     scene = Path(path)
     model_dir = find_model_dir(scene)
     model = read_colmap_model(model_dir)
@@ -123,6 +125,10 @@ def read_colmap_scene(path: str | os.PathLike, args) -> SceneInfo:
     test = [c for c in cams if c.is_test]
     if not train:
         raise UserError(f"{model_dir}: no training cameras left after the --eval split; register more images")
+    depths = getattr(args, "depths", "")
+    if depths:  # graphdeco names a map and its depth_params.json entry by the registered name without extension
+        names = [Path(os.path.relpath(c.image_path, image_dir)).with_suffix("").as_posix() for c in train]
+        attach_invdepth(train, names, depths_folder(scene, depths), depths, COLMAP_DIVISOR, model_dir)
     return SceneInfo(
         kind="colmap",
         point_cloud=model_point_cloud(model, model_dir),

@@ -13,10 +13,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from utils.errors import UserError
+
+if TYPE_CHECKING:
+    from scene.invdepth import InvDepthMap
 
 
 @dataclass
@@ -29,6 +33,7 @@ class CameraInfo:
     depth_mode: how depth_path's values are read, 'depth' | 'inverse', resolved once per scene by the
     reader (never 'auto'); depth_scale: factor applied to those depths (see scene.endonerf_depth).
     alpha_background: for RGBA images, composite on the background at load time.
+    invdepth: the monocular inverse-depth map of a training view (``-d``; see scene.invdepth), or None.
     """
 
     uid: int
@@ -47,6 +52,7 @@ class CameraInfo:
     is_test: bool = False
     depth_mode: str | None = None
     depth_scale: float = 1.0
+    invdepth: InvDepthMap | None = None
 
     @property
     def center(self) -> np.ndarray:
@@ -112,6 +118,9 @@ def detect_format(path: str | os.PathLike) -> str:
 def read_scene(path: str | os.PathLike, args) -> SceneInfo:
     """Read any supported scene; ``args`` carries loader options (eval, white_background, ...)."""
     kind = detect_format(path)
+    if kind == "endonerf" and getattr(args, "depths", ""):
+        raise UserError(f"-d/--depths {args.depths}: EndoNeRF scenes bring their depth in depth/ (--lambda_depth); "
+                        "-d (monocular inverse depth) is for COLMAP and Blender scenes: drop it")
     if kind == "colmap":
         from scene.colmap_reader import read_colmap_scene
 

@@ -50,7 +50,7 @@ def _grey_channel(raw: np.ndarray, path: str | os.PathLike) -> np.ndarray:
     return rgb[..., 0]
 
 
-def _read_raw_depth(path: str | os.PathLike) -> np.ndarray:
+def read_raw_depth(path: str | os.PathLike) -> np.ndarray:
     """[H, W] uint8 or uint16 raw depth values of a depth PNG."""
     raw = read_image(path, unchanged=True)
     if raw.dtype not in (np.uint8, np.uint16):
@@ -120,7 +120,7 @@ def load_endonerf_depth(
     size differs, e.g. at a lower training resolution). Valid depths are clipped
     to the [3 %, 99.8 %] percentiles of the valid pixels, then multiplied by ``depth_scale``.
     """
-    raw = _read_raw_depth(path)
+    raw = read_raw_depth(path)
     mode = _resolved(depth_mode)
     valid = raw > 0
     if valid_mask is not None:

@@ -14,8 +14,11 @@ Output folder::
     transforms_train.json           camera_angle_x + frames (file_path without extension,
     transforms_test.json            transform_matrix = camera-to-world, OpenGL axes)
     points3d.ply                    surface points with their true (shaded) colours
+    depths/r_000.png ...            with depths=True (--depths): the exact inverse depth 1/z of every view
+                                    (mean over the supersamples, 0 = background), 16-bit, value = 1/z x 512
+                                    (graphdeco's Blender encoding; train with -d depths)
 
-CLI: ``python -m scene.synthetic_blender OUT_DIR [--views N] [--test_views M] [--size WxH] [--seed S]``
+CLI: ``python -m scene.synthetic_blender OUT_DIR [--views N] [--test_views M] [--size WxH] [--seed S] [--depths]``
 """
 from __future__ import annotations
 
@@ -27,9 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
+from scene.invdepth import BLENDER_DIVISOR, MAP_SUFFIX
 from scene.reader_utils import write_points_ply
 from utils.errors import UserError, parse_size, run_cli
-from utils.image_utils import save_image
+from utils.image_utils import save_image, write_stored_image
 from utils.io_utils import write_json
 
 # --- scene layout (world units, z up)
@@ -57,6 +61,8 @@ TARGET = np.array([0.0, 0.0, 0.25])
 CAMERA_ANGLE_X = 0.6911  # horizontal field of view (rad), as in NeRF-synthetic
 SUPERSAMPLE = 2
 N_SURFACE_POINTS = 4000
+DEPTHS_DIR = "depths"  # inverse-depth maps (depths=True)
+UINT16_MAX = 65535
 NO_HIT = np.inf
 CONTACT_EPS = 1e-6  # ground points under the box count as inside it
 
@@ -221,6 +227,26 @@ def render_view(view: SyntheticView, table: np.ndarray, ss: int = SUPERSAMPLE) -
     return np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
 
 
+def view_invdepth(view: SyntheticView, ss: int = SUPERSAMPLE) -> np.ndarray:
+    """Ray-cast one view -> [H, W] float64 inverse view-space depth 1/z, averaged over ss x ss samples
+    per pixel (a missed ray counts 0, as the background composites nothing)."""
+    o, d = _rays(view, ss)
+    d = d.reshape(-1, 3)
+    t, _, obj = cast(o, d)
+    z = t * (d @ view.world_to_cam[2, :3])  # distance along the ray -> along the optical axis
+    inv = np.where(obj >= 0, 1.0 / np.where(obj >= 0, z, 1.0), 0.0)
+    return inv.reshape(view.height, ss, view.width, ss).mean(axis=(1, 3))
+
+
+def invdepth_png(invdepth: np.ndarray) -> np.ndarray:
+    """[H, W] inverse depth -> uint16 PNG values in graphdeco's Blender encoding (value = 1/z x 512)."""
+    raw = np.round(invdepth * BLENDER_DIVISOR)
+    if raw.max() > UINT16_MAX:
+        raise UserError(f"inverse depth {invdepth.max():.4g} is beyond the 16-bit Blender encoding (at most "
+                        f"{UINT16_MAX / BLENDER_DIVISOR:.4g}); move the cameras further away")
+    return raw.astype(np.uint16)
+
+
 def colour_table(seed: int) -> np.ndarray:
     """[LATTICE, LATTICE, LATTICE, 3] random lattice colours."""
     return np.random.default_rng(seed).random((LATTICE, LATTICE, LATTICE, 3)).astype(np.float32)
@@ -283,8 +309,9 @@ def _frames(views: list[SyntheticView]) -> list[dict]:
 
 
 def make_synthetic_blender(out_dir: str | os.PathLike, n_train: int = 24, n_test: int = 4, width: int = 80,
-                           height: int = 80, seed: int = 0) -> Path:
-    """Render the synthetic scene into ``out_dir`` (Blender format); returns the folder."""
+                           height: int = 80, seed: int = 0, depths: bool = False) -> Path:
+    """Render the synthetic scene into ``out_dir`` (Blender format; ``depths``: also the inverse-depth maps
+    of every view in ``depths/``); returns the folder."""
     if n_train < 1 or n_test < 0 or width < 8 or height < 8:
         raise UserError(f"{out_dir}: need >= 1 training view and images of at least 8x8 pixels")
     out = Path(out_dir)
@@ -292,6 +319,8 @@ def make_synthetic_blender(out_dir: str | os.PathLike, n_train: int = 24, n_test
     views = synthetic_views(n_train, n_test, width, height)
     for v in views:
         save_image(out / "images" / f"{v.name}.png", render_view(v, table))
+        if depths:
+            write_stored_image(out / DEPTHS_DIR / f"{v.name}{MAP_SUFFIX}", invdepth_png(view_invdepth(v)))
     for split, is_test in (("train", False), ("test", True)):
         write_json(out / f"transforms_{split}.json", {
             "camera_angle_x": CAMERA_ANGLE_X, "frames": _frames([v for v in views if v.is_test == is_test])})
@@ -307,9 +336,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test_views", type=int, default=4)
     parser.add_argument("--size", default="80x80", help="WIDTHxHEIGHT in pixels")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--depths", action="store_true", help="also write each view's exact inverse depth to depths/ "
+                        "(graphdeco's format; train with -d depths)")
     args = parser.parse_args(argv)
     w, h = parse_size(args.size)
-    out = make_synthetic_blender(args.out_dir, args.views, args.test_views, w, h, args.seed)
+    out = make_synthetic_blender(args.out_dir, args.views, args.test_views, w, h, args.seed, args.depths)
     print(f"wrote {args.views}+{args.test_views} views ({w}x{h}) to {out}")
 
 

@@ -113,7 +113,10 @@ def test_failing_mapping_is_explained(tmp_path):
     (tmp_path / "input").mkdir()
     for name in ("a.png", "b.png"):
         shutil.copy(tmp_path / "render" / "images" / "r_000.png", tmp_path / "input" / name)
-    with pytest.raises(UserError, match="mapping failed: no good initial image pair: .*too little parallax"):
+    with pytest.raises(UserError, match=r"^mapping failed: no good initial image pair found \(1 verified pairs, best "
+                                        r"\d+ inlier matches\); try .*more photos from more viewpoints .*if the "
+                                        r"camera only rotated between shots, move it\), or installing colmap \(apt-get install colmap\) so that "
+                                        r"convert.py tries it too; full log: .*convert.log$"):
         _convert(tmp_path)
 
 
@@ -149,11 +152,16 @@ def test_non_image_files_are_ignored_with_a_warning(tmp_path, capsys):
 
 def test_no_colmap_at_all(tmp_path, monkeypatch):
     monkeypatch.setattr(colmap_utils.shutil, "which", lambda name: None)
+    with pytest.raises(UserError, match="--engine colmap: the colmap program is not on PATH"):
+        colmap_utils.find_engines(first="colmap")
+    assert [e.kind for e in colmap_utils.find_engines()] == ["pycolmap"]  # no fallback to announce
     monkeypatch.setitem(sys.modules, "pycolmap", None)  # makes 'import pycolmap' fail
     with pytest.raises(UserError, match="neither the 'colmap' program.*nor the Python package pycolmap"):
-        colmap_utils.find_backend()
+        colmap_utils.find_engines()
     with pytest.raises(UserError, match="--colmap_executable /nope/colmap: not found"):
-        colmap_utils.find_backend("/nope/colmap")
+        colmap_utils.find_engines("/nope/colmap")
+    with pytest.raises(UserError, match="--engine pycolmap: the Python package pycolmap is not installed"):
+        colmap_utils.find_engines(first="pycolmap")
 
 
 def test_skip_matching_without_model(tmp_path):

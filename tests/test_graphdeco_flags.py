@@ -15,9 +15,8 @@ import convert
 import metrics
 import render
 import train
-from arguments import NOT_YET, parse
+from arguments import parse
 from arguments.config import make_parser
-from utils.errors import UserError
 
 # graphdeco's arguments/__init__.py: ModelParams, PipelineParams, OptimizationParams (flag -> default)
 MODEL = {"sh_degree": 3, "source_path": "", "model_path": "", "images": "images", "depths": "", "resolution": -1,
@@ -45,8 +44,6 @@ SCRIPTS = {
     "convert.py": ((convert.ConvertParams,), CONVERT),
 }
 VIEWER_FLAGS = {"ip", "port", "disable_viewer"}  # added with the viewer (viewer/ package), not here
-# graphdeco features this toolkit does not have yet: parsed, then refused with one line (see arguments.NOT_YET)
-PENDING: set[str] = set()
 # a typed value that stands for graphdeco's default where argparse cannot spell it (None, an empty list)
 UNSPELLABLE = {"start_checkpoint": "", "checkpoint_iterations": []}
 
@@ -76,10 +73,6 @@ def test_graphdeco_flag_is_accepted_with_its_default(script, flag, default):
     if flag in VIEWER_FLAGS and f"--{flag}" not in make_parser("x", groups).format_help():
         pytest.skip(f"--{flag} is provided by the viewer (viewer/ package), not merged into this branch")
     argv = REQUIRED.get(script, []) + _argv(flag, default)
-    if flag in PENDING:
-        with pytest.raises(UserError, match=f"--{flag}: {NOT_YET}"):
-            parse(groups, argv, "test")
-        return
     parsed = {k: v for g in parse(groups, argv, "test") for k, v in g.as_dict().items()}
     assert flag in parsed, f"{script} has no --{flag}"
     expected = True if default is False else UNSPELLABLE.get(flag, default)

@@ -21,7 +21,7 @@ from viewer.params import ServeParams
 from viewer.server import check_port_free
 from viewer.training import TrainingViewer, snapshot, stats_text
 
-PIPE = SimpleNamespace(backend="cpu", debug=False)
+PIPE = SimpleNamespace(backend="cpu", debug=False, antialiasing=False)
 
 
 def random_camera(seed: int, w: int = 40, h: int = 30) -> Camera:

@@ -1,11 +1,11 @@
-"""COLMAP plumbing for convert.py: backend choice, logged step execution, database statistics,
+"""COLMAP plumbing for convert.py: engine choice, logged step execution, database statistics,
 model selection, image pyramids and similarity alignment.
 
-Both backends run every step as a child process whose output is appended to the
+Both engines (backends) run every step as a child process whose output is appended to the
 convert log: the ``colmap`` binary directly, or pycolmap through this module's
 ``__main__`` (``python -m utils.colmap_utils STEP_JSON``). A crash inside COLMAP
 (its C++ checks abort the process) then becomes a clear error instead of taking
-convert.py down, and both backends leave the same files behind.
+convert.py down, and both engines leave the same files behind.
 """
 from __future__ import annotations
 
@@ -32,6 +32,17 @@ MAPPER_FUNCTION_TOLERANCE = 1e-6  # graphdeco's tighter global bundle-adjustment
 PROGRESS_EVERY_S = 2.0  # console progress refresh while a step runs
 ERROR_LINE = re.compile(r"^[EF]\d{8}|Check failed|^\w*(Error|Exception)\b|^ERROR")  # glog E/F, Python, COLMAP 3.x
 PROGRESS = re.compile(r"\[(\d+)/(\d+)[,\]]|num_reg_frames=(\d+)|Registering image #\d+ \((\d+)\)")
+ENGINES = ("auto", "colmap", "pycolmap")  # --engine: which COLMAP runs first ("auto": the program, else pycolmap)
+INSTALL_HINT = {"colmap": "apt-get install colmap", "pycolmap": "pip install pycolmap"}
+
+
+class EngineFailure(UserError):
+    """COLMAP itself failed at a step: it crashed, wrote no model or registered too few images.
+    The other engine may succeed; ``reason`` is the message without the log's path."""
+
+    def __init__(self, reason: str, log: Path | None = None):
+        self.reason = reason
+        super().__init__(f"{reason}; full log: {log}" if log else reason)
 
 
 @dataclass
@@ -59,25 +70,52 @@ class Backend:
     def has_cuda(self) -> bool:
         return "without CUDA" not in self.help_text()
 
+    @property
+    def label(self) -> str:
+        """'colmap 3.8 (/usr/bin/colmap)' or 'pycolmap 4.2.1': what the console lines name."""
+        if self.kind == "pycolmap":
+            import pycolmap
 
-def find_backend(colmap_executable: str | None = None) -> Backend:
-    """The colmap binary (``--colmap_executable`` or PATH), else pycolmap; neither -> UserError."""
+            return f"pycolmap {getattr(pycolmap, '__version__', '(version unknown)')}"
+        version = re.search(r"COLMAP (\S+)", self.help_text())
+        return f"colmap {version.group(1) if version else '(version unknown)'} ({self.executable})"
+
+
+def _colmap_program(colmap_executable: str | None) -> Backend | None:
+    """The colmap binary named by ``--colmap_executable`` (which must exist) or found on PATH, else None."""
     if colmap_executable:
         exe = shutil.which(colmap_executable)
         if exe is None:
             raise UserError(f"--colmap_executable {colmap_executable}: not found or not executable")
         return Backend("colmap", exe)
     exe = shutil.which("colmap")
-    if exe:
-        return Backend("colmap", exe)
+    return Backend("colmap", exe) if exe else None
+
+
+def _pycolmap() -> Backend | None:
     try:
         import pycolmap  # noqa: F401
     except ImportError:
+        return None
+    return Backend("pycolmap")
+
+
+def find_engines(colmap_executable: str | None = None, first: str = "auto") -> list[Backend]:
+    """The installed COLMAP engines in the order convert.py tries them: ``first`` ('auto': the colmap program,
+    then pycolmap), then the other one, which takes over when the first fails. None installed -> UserError."""
+    program, python = _colmap_program(colmap_executable), _pycolmap()
+    if first == "colmap" and program is None:
+        raise UserError("--engine colmap: the colmap program is not on PATH; install it (apt-get install colmap) "
+                        "or name it with --colmap_executable")
+    if first == "pycolmap" and python is None:
+        raise UserError("--engine pycolmap: the Python package pycolmap is not installed; pip install pycolmap")
+    engines = [e for e in ((python, program) if first == "pycolmap" else (program, python)) if e is not None]
+    if not engines:
         raise UserError(
             "neither the 'colmap' program (on PATH or --colmap_executable) nor the Python package pycolmap is "
             "available: install one (apt-get install colmap, or pip install pycolmap)"
-        ) from None
-    return Backend("pycolmap")
+        )
+    return engines
 
 
 # ---------------------------------------------------------------- step commands
@@ -158,7 +196,8 @@ def _progress(line: str) -> str | None:
 def run_logged(cmd: list[str], log_path: Path, label: str) -> None:
     """Run ``cmd``, appending its output to ``log_path`` and printing throttled progress.
 
-    A non-zero exit is a UserError: '<label> failed: <last error line>; full log: <log>'.
+    A non-zero exit (or a program that cannot start) is an :class:`EngineFailure`:
+    '<label> failed: <last error line>; full log: <log>'.
     """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     last_err, last_print = "", time.monotonic()
@@ -169,7 +208,7 @@ def run_logged(cmd: list[str], log_path: Path, label: str) -> None:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                     errors="replace", env=env, cwd=ROOT)
         except OSError as exc:
-            raise UserError(f"{label} failed: cannot start {cmd[0]} ({exc.strerror})") from None
+            raise EngineFailure(f"{label} failed: cannot start {cmd[0]} ({exc.strerror})") from None
         for line in proc.stdout:
             log.write(line)
             if ERROR_LINE.search(line):
@@ -181,7 +220,14 @@ def run_logged(cmd: list[str], log_path: Path, label: str) -> None:
         code = proc.wait()
     if code != 0:
         why = last_err.split("] ", 1)[-1] if last_err else f"exit code {code}"
-        raise UserError(f"{label} failed: {why}; full log: {log_path}")
+        raise EngineFailure(f"{label} failed: {why}", log_path)
+
+
+def log_mentions(log_path: Path, offset: int, text: str) -> bool:
+    """Whether the log, from byte ``offset`` on (one step's output), contains ``text``."""
+    with open(log_path, "rb") as log:
+        log.seek(offset)
+        return any(text.encode() in line for line in log)
 
 
 # ---------------------------------------------------------------- database and models
@@ -191,7 +237,7 @@ def _query(database: Path, sql: str) -> list[tuple]:
     """Rows of ``sql`` on a COLMAP database (a read-write handle, closed after: that also removes the
     -wal/-shm side files COLMAP's WAL mode leaves for read-only readers)."""
     if not database.is_file():
-        raise UserError(f"{database}: COLMAP database not found; the previous step did not write it")
+        raise EngineFailure(f"{database}: COLMAP database not found; the previous step did not write it")
     try:
         with contextlib.closing(sqlite3.connect(str(database))) as con:
             return con.execute(sql).fetchall()

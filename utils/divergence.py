@@ -15,8 +15,8 @@ from utils.errors import UserError
 
 # Flags that most often make a run diverge, per loss term / parameter; learning rates first.
 LEARNING_RATES = ("position_lr_init", "scaling_lr", "opacity_lr", "rotation_lr", "feature_lr")
-TERM_FLAGS = {"depth": ("lambda_depth",), "perceptual": ("lambda_perceptual",), "feature": ("lambda_feature", "semantic_lr"),
-              "color": ()}
+TERM_FLAGS = {"depth": ("lambda_depth",), "invdepth": ("depth_l1_weight_init",), "perceptual": ("lambda_perceptual",),
+              "feature": ("lambda_feature", "semantic_lr"), "color": ()}
 PARAM_FLAGS = {"xyz": ("position_lr_init",), "scaling": ("scaling_lr",), "opacity": ("opacity_lr",),
                "rotation": ("rotation_lr",), "f_dc": ("feature_lr",), "f_rest": ("feature_lr",),
                "semantic": ("semantic_lr", "lambda_feature"), "deform": ("deform_lr",)}

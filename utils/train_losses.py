@@ -2,6 +2,10 @@
 
 * colour: (1 - lambda_dssim) * L1 + lambda_dssim * (1 - SSIM), masked by tool masks;
 * depth: lambda_depth * masked L1 on depth (EndoNeRF);
+* inverse depth (``-d``, graphdeco's depth regularisation): weight(iteration) * L1 between the
+  rendered inverse depth (composited 1/z, not alpha-normalised) and the view's monocular
+  inverse-depth map, on views whose map is reliable (scene.invdepth); the weight decays
+  log-linearly from --depth_l1_weight_init to --depth_l1_weight_final over --iterations;
 * perceptual: lambda_perceptual * loss(DINO(render), stored DINO(ground truth)) every
   ``perceptual_every`` iterations, at feature resolution, tool masks respected;
 * feature distillation: lambda_feature * loss(rendered per-Gaussian features, stored DINO
@@ -15,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from scene.optim_utils import exponential_lr
 from utils.feature_distill import FeatureDecoder, choose_mode, decoder_path, feature_loss, teacher_at
 from utils.loss_utils import depth_l1_loss, l1_loss, ssim
 from utils.perceptual import mask_to_feature_res, perceptual_loss
@@ -30,6 +35,8 @@ class TrainingLosses:
         self.decoder = None
         self.decoder_opt = None
         self.distill_mode = None
+        # render() composites 1/z only when this is on (both weights are > 0, or both 0: arguments checks it)
+        self.invdepth = bool(dataset.depths) and opt.depth_l1_weight_init > 0
         use_perceptual = opt.lambda_perceptual > 0
         use_distill = opt.lambda_feature > 0 and dataset.feature_dim > 0
         # flag combinations are validated when parsing (arguments.OptimizationParams.check)
@@ -57,6 +64,11 @@ class TrainingLosses:
             image, gt = image * mask, gt * mask
         return (1.0 - self.opt.lambda_dssim) * l1 + self.opt.lambda_dssim * (1.0 - ssim(image, gt, mask))
 
+    def invdepth_weight(self, iteration: int) -> float:
+        """graphdeco's schedule of the inverse-depth term (its get_expon_lr_func over --iterations)."""
+        o = self.opt
+        return exponential_lr(iteration, o.depth_l1_weight_init, o.depth_l1_weight_final, o.iterations)
+
     def perceptual(self, cam, image: torch.Tensor) -> torch.Tensor:
         target = self.store.get(cam.image_name, cam.original_image)
         pred = self.store.compute(image[None])[0]
@@ -79,6 +91,9 @@ class TrainingLosses:
         if o.lambda_depth > 0 and cam.depth is not None:
             terms["depth"] = depth_l1_loss(pkg["depth"], cam.depth, cam.mask)
             loss = loss + o.lambda_depth * terms["depth"]
+        if self.invdepth and cam.invdepth is not None and self.invdepth_weight(iteration) > 0:
+            terms["invdepth"] = l1_loss(pkg["invdepth"], cam.invdepth, cam.mask)
+            loss = loss + self.invdepth_weight(iteration) * terms["invdepth"]
         if o.lambda_perceptual > 0 and iteration % o.perceptual_every == 0:
             terms["perceptual"] = self.perceptual(cam, pkg["render"])
             loss = loss + o.lambda_perceptual * terms["perceptual"]
