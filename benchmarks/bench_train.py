@@ -9,7 +9,8 @@
 Runs train.py's training loop for a fixed number of iterations (densification on, as
 in a real run) and prints iterations/s and ms/iteration per backend and feature
 dimension, the cost of the feature channels relative to D = 0, the test PSNR after
-the last iteration and, on CUDA, the peak GPU memory (torch.cuda.max_memory_allocated).
+the last iteration, on CUDA the peak GPU memory (torch.cuda.max_memory_allocated), and
+the process CPU time per iteration (steadier than the wall time on a shared machine).
 A requested backend that cannot run here is skipped with a note, never replaced.
 ``--profile K`` then profiles K more iterations of the first backend (torch.profiler)
 and prints the time of the render stages (projection, SH, compositing) and the top ops.
@@ -110,17 +111,21 @@ def time_training(args: list[str], iterations: int, device: str) -> dict:
     Scene loading, the first TIMING_WARMUP iterations (lazy CUDA / kernel loading) and the
     final test render are excluded: each training iteration renders once, so the time runs
     from the render of iteration TIMING_WARMUP + 1 to that of the last iteration.
+    ``cpu_s_per_it`` is the CPU time of this process (all threads) over the same span: on a
+    shared machine it varies less with the other jobs than the wall time.
     """
-    stamps = []
+    stamps, cpu_stamps = [], []
     cuda = device == "cuda"
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    with on_each_render(lambda: stamps.append(time.perf_counter())):
+    with on_each_render(lambda: (stamps.append(time.perf_counter()), cpu_stamps.append(time.process_time()))):
         metrics = train.main(args)
-    spans = stamps[untimed_iterations(iterations):iterations]
+    first = untimed_iterations(iterations)
+    spans, cpu_spans = stamps[first:iterations], cpu_stamps[first:iterations]
     steps = [b - a for a, b in zip(spans, spans[1:])] or [0.0]
     return {"s_per_it": (spans[-1] - spans[0]) / max(len(spans) - 1, 1),
+            "cpu_s_per_it": (cpu_spans[-1] - cpu_spans[0]) / max(len(cpu_spans) - 1, 1),
             "median_s_per_it": statistics.median(steps),
             "test_psnr": metrics.get("test", {}).get("psnr"),
             "num_gaussians": metrics.get("num_gaussians"),
@@ -153,11 +158,13 @@ def bench_c3vd(a, backend: str, tmp: Path) -> None:
                 "--save_iterations", str(a.iterations), "--quiet"]
         return time_training(args, a.iterations, a.device)
 
-    quiet = run("quiet")["median_s_per_it"]
+    timed = run("quiet")
+    quiet = timed["median_s_per_it"]
     print(f"\nc3vd sample, -r 2, pulling config, backend {backend}, {a.iterations} iterations "
           f"(first {untimed_iterations(a.iterations)} not timed), {a.threads} threads, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
-    print(f"  median {quiet:.3f} s/iteration, peak RSS {peak_rss_mb():.0f} MB")
+    print(f"  median {quiet:.3f} s/iteration (process CPU time {timed['cpu_s_per_it']:.3f} s/iteration), "
+          f"peak RSS {peak_rss_mb():.0f} MB")
     print(f"  vs README before issue 12 ({RECORDED_C3VD_S_PER_IT} s/iteration): "
           f"{quiet / RECORDED_C3VD_S_PER_IT:.2f}x (target <= 0.33x)")
     if a.contention:
@@ -263,14 +270,15 @@ def print_header(a) -> None:
     size = "x".join(map(str, parse_size(a.size) or DEFAULT_SIZES.get(a.scene, ())))
     print(f"\nscene={a.scene} {size}  iterations={a.iterations} (first {untimed_iterations(a.iterations)} not timed)  "
           f"threads={a.threads}  device={a.device}")
-    print(f"{'backend':12s} {'D':>4s} {'it/s':>8s} {'ms/it':>8s} {'vs plain':>9s} {'test PSNR':>10s} {'peak GPU MB':>12s}")
+    print(f"{'backend':12s} {'D':>4s} {'it/s':>8s} {'ms/it':>8s} {'vs plain':>9s} {'test PSNR':>10s} {'peak GPU MB':>12s} "
+          f"{'CPU ms/it':>10s}")
 
 
 def print_row(r: dict) -> None:
     mem = "n/a" if r["peak_gpu_mb"] is None else f"{r['peak_gpu_mb']:.0f}"
     psnr = "n/a" if r["test_psnr"] is None else f"{r['test_psnr']:.2f}"
     print(f"{r['backend']:12s} {r['feature_dim']:4d} {r['it_per_s']:8.2f} {r['ms_per_it']:8.1f} "
-          f"{r['vs_plain']:9.2f} {psnr:>10s} {mem:>12s}", flush=True)
+          f"{r['vs_plain']:9.2f} {psnr:>10s} {mem:>12s} {r['cpu_s_per_it'] * 1e3:10.1f}", flush=True)
 
 
 def print_profile(profiled: dict, iterations: int, backend: str) -> None:

@@ -24,7 +24,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import utils.omp_policy  # noqa: E402,F401  (before torch)
@@ -33,6 +32,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from arguments import PipelineParams  # noqa: E402
 from scene.gaussian_model import GaussianModel  # noqa: E402
 from utils.errors import parse_size  # noqa: E402
 from viewer.camera import ViewPose, render_size, view_camera  # noqa: E402
@@ -142,7 +142,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     w, h = parse_size(a.size)
-    pipe = SimpleNamespace(backend=a.backend, debug=False)
+    pipe = PipelineParams.defaults().replace(backend=a.backend)
     g = cloud_model(a.n)
     shown = DisplayModel(g)  # what the viewer renders: activated tensors cached once per model
     print(f"{a.n} Gaussians, backend {a.backend}, {torch.get_num_threads()} threads")

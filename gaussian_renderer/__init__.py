@@ -2,9 +2,9 @@
 
 render() = deform (optional) -> project -> colour from SH -> composite (backend).
 Projection and SH run in PyTorch, or in the backend's fused kernels where it has them
-(gsplat). All channels (RGB, optional per-Gaussian features, depth, optional inverse depth)
-are composited in one backend pass. ``pipe.antialiasing`` scales each opacity by the
-projection's compensation.
+(gsplat on CUDA, the C++ extension on the CPU). All channels (RGB, optional per-Gaussian
+features, depth, optional inverse depth) are composited in one backend pass.
+``pipe.antialiasing`` scales each opacity by the projection's compensation.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import torch  # noqa: E402
 
 from gaussian_renderer.backends import get_backend  # noqa: E402
 from gaussian_renderer.projection import NEAR_PLANE, project_gaussians  # noqa: E402
+from utils.general_utils import normalize  # noqa: E402
 from utils.sh_utils import eval_sh  # noqa: E402
 
 
@@ -65,8 +66,7 @@ def render(
         if engine.sh_to_color is not None:
             colors = engine.sh_to_color(gaussians.active_sh_degree, gaussians.get_features, dirs)
         else:
-            dirs = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-            colors = eval_sh(gaussians.active_sh_degree, gaussians.get_features, dirs)
+            colors = eval_sh(gaussians.active_sh_degree, gaussians.get_features, normalize(dirs))
     channels = [colors]
     feats = gaussians.get_semantic if render_features else None
     if feats is not None:

@@ -21,6 +21,7 @@ EPS_2D = 0.3  # isotropic pixel-space blur added to every 2D covariance (anti-al
 COMPENSATION_FLOOR = 1e-6  # smallest factor: keeps sqrt's gradient finite for a degenerate (flat) covariance
 FRUSTUM_SLACK = 1.3  # Jacobian clamp: view-space x/z, y/z limited to 1.3x the half field of view
 SIGMA_EXTENT = 3.0  # reported screen radius = 3 standard deviations (graphdeco's max_radii2D statistic)
+EIGEN_GAP_FLOOR = 0.1  # floor under (mid^2 - det) in the major eigenvalue mid + sqrt(.) of the radius (graphdeco's)
 
 
 @dataclass
@@ -98,7 +99,7 @@ def project_gaussians(
 
     with torch.no_grad():
         mid = 0.5 * (a + c)
-        lam = mid + torch.sqrt((mid * mid - det).clamp_min(0.1))
+        lam = mid + torch.sqrt((mid * mid - det).clamp_min(EIGEN_GAP_FLOOR))
         radius = torch.ceil(SIGMA_EXTENT * torch.sqrt(lam))
         reach = MAX_SUPPORT_SIGMAS * torch.sqrt(lam)  # no opacity <= 1 reaches further (common.py)
         u, v = means2d[:, 0], means2d[:, 1]

@@ -19,7 +19,7 @@ from scene import optim_utils
 from scene.deformation import DEFORM_CHANNELS, deform_offsets
 from scene.ply_io import read_gaussian_ply, write_gaussian_ply
 from utils.errors import UserError
-from utils.general_utils import inverse_sigmoid, quat_to_rotmat
+from utils.general_utils import inverse_sigmoid, normalize, quat_to_rotmat
 from utils.sh_utils import num_sh_bases, rgb_to_sh
 
 INIT_OPACITY = 0.1
@@ -105,8 +105,7 @@ class GaussianModel:
 
     @property
     def get_rotation(self) -> torch.Tensor:
-        q = self.params["rotation"]
-        return q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return normalize(self.params["rotation"])
 
     @property
     def get_opacity(self) -> torch.Tensor:
@@ -130,8 +129,7 @@ class GaussianModel:
         if not self.is_deformable:
             return self.get_xyz, self.get_scaling, self.get_rotation
         d_xyz, d_rot, d_scale = deform_offsets(self.params["deform"], t)
-        q = self.params["rotation"] + d_rot
-        return self.params["xyz"] + d_xyz, torch.exp(self.params["scaling"] + d_scale), q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return self.params["xyz"] + d_xyz, torch.exp(self.params["scaling"] + d_scale), normalize(self.params["rotation"] + d_rot)
 
     def oneup_sh_degree(self) -> None:
         self.active_sh_degree = min(self.active_sh_degree + 1, self.max_sh_degree)

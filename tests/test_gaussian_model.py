@@ -117,6 +117,17 @@ def test_deformation_starts_as_identity_and_moves_with_weights():
     assert float((m.geometry_at(0.0)[0] - m.get_xyz)[:, 0].abs().max()) < 0.02
 
 
+def test_deform_offsets_are_the_sum_of_weighted_bumps():
+    """deform_offsets == sum_b phi_b(t) w_b, values and float64 gradcheck."""
+    from scene.deformation import bump_activations, deform_offsets
+
+    w = torch.randn(7, 5, 10, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    phi = bump_activations(0.37, 5, "cpu", torch.float64)
+    brute = sum(phi[b] * w[:, b] for b in range(5))
+    torch.testing.assert_close(torch.cat(deform_offsets(w, 0.37), dim=1), brute, rtol=1e-14, atol=1e-15)
+    assert torch.autograd.gradcheck(lambda x: torch.cat(deform_offsets(x, 0.37), dim=1), [w.requires_grad_(True)])
+
+
 def test_subset_model():
     m = _model(n=10, feature_dim=2)
     keep = torch.zeros(10, dtype=torch.bool)

@@ -6,6 +6,13 @@ import random
 import numpy as np
 import torch
 
+NORM_EPS = 1e-12  # vector norms are clamped at this before dividing (quaternions, view directions)
+
+
+def normalize(v: torch.Tensor) -> torch.Tensor:
+    """[..., D] vectors divided by their norm, clamped at NORM_EPS (a zero vector stays zero)."""
+    return v / v.norm(dim=-1, keepdim=True).clamp_min(NORM_EPS)
+
 
 def inverse_sigmoid(x: torch.Tensor) -> torch.Tensor:
     """logit(x); inverse of torch.sigmoid."""
@@ -14,8 +21,7 @@ def inverse_sigmoid(x: torch.Tensor) -> torch.Tensor:
 
 def quat_to_rotmat(q: torch.Tensor) -> torch.Tensor:
     """[N, 4] quaternions (w, x, y, z; any norm) -> [N, 3, 3] rotation matrices."""
-    q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    w, x, y, z = q.unbind(-1)
+    w, x, y, z = normalize(q).unbind(-1)
     return torch.stack(
         [
             1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),

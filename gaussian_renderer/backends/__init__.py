@@ -9,8 +9,8 @@ Backends: ``torch`` (reference, any device), ``cpu`` (C++/OpenMP extension in
 submodules/cpu_rasterizer), ``gsplat`` (CUDA). ``auto`` picks gsplat on CUDA
 tensors when it is installed, else cpu when its extension builds, else torch.
 
-A backend may also bring its own fused projection and SH colour (gsplat does, to save
-hundreds of small kernel launches per iteration); they follow the conventions of
+A backend may also bring its own fused projection and SH colour (gsplat and cpu do, to save
+hundreds of small ops and kernel launches per iteration); they follow the conventions of
 :func:`gaussian_renderer.projection.project_gaussians` and :func:`utils.sh_utils.eval_sh`,
 which the tests hold them to. :func:`get_backend` returns all three.
 """
@@ -74,6 +74,10 @@ def get_backend(name: str, device_type: str) -> Backend:
         from gaussian_renderer.backends import gsplat_backend
 
         return Backend(rasterize, gsplat_backend.project, gsplat_backend.sh_to_color)
+    if resolved == "cpu":
+        from gaussian_renderer.backends import cpu_projection
+
+        return Backend(rasterize, cpu_projection.project, cpu_projection.sh_to_color)
     return Backend(rasterize)
 
 

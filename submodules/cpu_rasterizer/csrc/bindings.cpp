@@ -2,6 +2,7 @@
 // The only translation unit that includes torch.
 #include <torch/extension.h>
 
+#include "projection.h"
 #include "rasterizer.h"
 
 namespace cpu_rasterizer {
@@ -204,6 +205,161 @@ std::vector<torch::Tensor> backward(const torch::Tensor& means2d, const torch::T
     return {d_means, d_conics, d_opac, d_colors};
 }
 
+// ---- projection and SH colour (projection.h); py_ names: the kernels' own names are templates
+
+// The projection's constants, in the order of cpu_projection.PROJECTION_CONSTANTS.
+ProjectionSettings projection_settings(const std::vector<double>& constants, int64_t width, int64_t height,
+                                       bool antialiased) {
+    TORCH_CHECK(constants.size() == 8, "constants must hold 8 values (got ", constants.size(), ")");
+    TORCH_CHECK(width > 0 && height > 0, "image size must be positive (got ", width, "x", height, ")");
+    return {constants[0], constants[1], constants[2], constants[3], constants[4], constants[5],
+            constants[6], constants[7], width,        height,       antialiased};
+}
+
+// Checks means3d [N, 3], scales [N, 3], quats [N, 4] of one floating dtype; returns N.
+int64_t check_geometry3d(const torch::Tensor& means3d, const torch::Tensor& scales, const torch::Tensor& quats) {
+    check_cpu_contiguous(means3d, "means3d");
+    TORCH_CHECK(means3d.scalar_type() == torch::kFloat32 || means3d.scalar_type() == torch::kFloat64,
+                "means3d must be float32 or float64 (got ", means3d.scalar_type(), ")");
+    TORCH_CHECK(means3d.dim() == 2, "means3d must be [N, 3] (got ", means3d.sizes(), ")");
+    const int64_t n = means3d.size(0);
+    check_shape(means3d, "means3d", {n, 3});
+    check_float(scales, "scales", means3d.scalar_type());
+    check_shape(scales, "scales", {n, 3});
+    check_float(quats, "quats", means3d.scalar_type());
+    check_shape(quats, "quats", {n, 4});
+    return n;
+}
+
+template <typename scalar_t>
+ProjectionCamera<scalar_t> camera(const torch::Tensor& viewmat, const torch::Tensor& K) {
+    ProjectionCamera<scalar_t> cam;
+    std::copy_n(viewmat.data_ptr<scalar_t>(), 16, cam.viewmat);
+    std::copy_n(K.data_ptr<scalar_t>(), 9, cam.K);
+    return cam;
+}
+
+void check_camera(const torch::Tensor& viewmat, const torch::Tensor& K, torch::ScalarType dtype) {
+    check_float(viewmat, "viewmat", dtype);
+    check_shape(viewmat, "viewmat", {4, 4});
+    check_float(K, "K", dtype);
+    check_shape(K, "K", {3, 3});
+}
+
+std::vector<torch::Tensor> py_project_forward(const torch::Tensor& means3d, const torch::Tensor& scales,
+                                           const torch::Tensor& quats, const torch::Tensor& viewmat,
+                                           const torch::Tensor& K, int64_t width, int64_t height, bool antialiased,
+                                           const std::vector<double>& constants, int64_t num_threads) {
+    const int64_t n = check_geometry3d(means3d, scales, quats);
+    check_camera(viewmat, K, means3d.scalar_type());
+    TORCH_CHECK(num_threads > 0, "num_threads must be positive");
+    const ProjectionSettings st = projection_settings(constants, width, height, antialiased);
+    const auto opts = means3d.options();
+    torch::Tensor means2d = torch::empty({n, 2}, opts), conics = torch::empty({n, 3}, opts);
+    torch::Tensor depths = torch::empty({n}, opts), radii = torch::empty({n}, opts.dtype(torch::kInt32));
+    torch::Tensor compensation = torch::empty({antialiased ? n : 0}, opts);
+    AT_DISPATCH_FLOATING_TYPES(means3d.scalar_type(), "cpu_rasterizer_project_forward", [&] {
+        const GeometryArrays<scalar_t> gs{means3d.data_ptr<scalar_t>(), scales.data_ptr<scalar_t>(),
+                                          quats.data_ptr<scalar_t>(), n};
+        const ProjectionOutputs<scalar_t> out{means2d.data_ptr<scalar_t>(), conics.data_ptr<scalar_t>(),
+                                              depths.data_ptr<scalar_t>(), radii.data_ptr<int32_t>(),
+                                              antialiased ? compensation.data_ptr<scalar_t>() : nullptr};
+        cpu_rasterizer::project_forward<scalar_t>(gs, camera<scalar_t>(viewmat, K), st, out,
+                                                  static_cast<int>(num_threads));
+    });
+    return {means2d, conics, depths, radii, compensation};
+}
+
+std::vector<torch::Tensor> py_project_backward(const torch::Tensor& means3d, const torch::Tensor& scales,
+                                            const torch::Tensor& quats, const torch::Tensor& viewmat,
+                                            const torch::Tensor& K, int64_t width, int64_t height, bool antialiased,
+                                            const std::vector<double>& constants, const torch::Tensor& grad_means2d,
+                                            const torch::Tensor& grad_conics, const torch::Tensor& grad_depths,
+                                            const torch::Tensor& grad_compensation, int64_t num_threads) {
+    const int64_t n = check_geometry3d(means3d, scales, quats);
+    const auto dtype = means3d.scalar_type();
+    check_camera(viewmat, K, dtype);
+    TORCH_CHECK(num_threads > 0, "num_threads must be positive");
+    const ProjectionSettings st = projection_settings(constants, width, height, antialiased);
+    check_float(grad_means2d, "grad_means2d", dtype);
+    check_shape(grad_means2d, "grad_means2d", {n, 2});
+    check_float(grad_conics, "grad_conics", dtype);
+    check_shape(grad_conics, "grad_conics", {n, 3});
+    check_float(grad_depths, "grad_depths", dtype);
+    check_shape(grad_depths, "grad_depths", {n});
+    check_float(grad_compensation, "grad_compensation", dtype);
+    check_shape(grad_compensation, "grad_compensation", {antialiased ? n : 0});
+    torch::Tensor d_means = torch::empty_like(means3d);  // every entry is written by project_backward
+    torch::Tensor d_scales = torch::empty_like(scales), d_quats = torch::empty_like(quats);
+    AT_DISPATCH_FLOATING_TYPES(dtype, "cpu_rasterizer_project_backward", [&] {
+        const GeometryArrays<scalar_t> gs{means3d.data_ptr<scalar_t>(), scales.data_ptr<scalar_t>(),
+                                          quats.data_ptr<scalar_t>(), n};
+        const ProjectionGradIn<scalar_t> gin{grad_means2d.data_ptr<scalar_t>(), grad_conics.data_ptr<scalar_t>(),
+                                             grad_depths.data_ptr<scalar_t>(),
+                                             antialiased ? grad_compensation.data_ptr<scalar_t>() : nullptr};
+        const GeometryGrads<scalar_t> out{d_means.data_ptr<scalar_t>(), d_scales.data_ptr<scalar_t>(),
+                                          d_quats.data_ptr<scalar_t>()};
+        cpu_rasterizer::project_backward<scalar_t>(gs, camera<scalar_t>(viewmat, K), st, gin, out,
+                                                   static_cast<int>(num_threads));
+    });
+    return {d_means, d_scales, d_quats};
+}
+
+ShSettings sh_settings(int64_t degree, const std::vector<double>& constants, double norm_eps) {
+    TORCH_CHECK(degree >= 0 && degree <= kShMaxDegree, "degree must be in [0, ", kShMaxDegree, "] (got ", degree, ")");
+    TORCH_CHECK(constants.size() == kShConstants, "constants must hold ", kShConstants, " values (got ",
+                constants.size(), ")");
+    ShSettings st{static_cast<int>(degree), {}, norm_eps};
+    std::copy(constants.begin(), constants.end(), st.constants);
+    return st;
+}
+
+// Checks sh [N, K, 3] (K >= (degree + 1)^2) and dirs [N, 3] of one floating dtype.
+void check_sh(const torch::Tensor& sh, const torch::Tensor& dirs, int64_t degree) {
+    check_cpu_contiguous(sh, "sh");
+    TORCH_CHECK(sh.scalar_type() == torch::kFloat32 || sh.scalar_type() == torch::kFloat64,
+                "sh must be float32 or float64 (got ", sh.scalar_type(), ")");
+    TORCH_CHECK(sh.dim() == 3 && sh.size(2) == 3 && sh.size(1) >= (degree + 1) * (degree + 1),
+                "sh must be [N, K, 3] with K >= (degree + 1)^2 = ", (degree + 1) * (degree + 1), " (got ", sh.sizes(),
+                ")");
+    check_float(dirs, "dirs", sh.scalar_type());
+    check_shape(dirs, "dirs", {sh.size(0), 3});
+}
+
+template <typename scalar_t>
+ShArrays<scalar_t> sh_arrays(const torch::Tensor& sh, const torch::Tensor& dirs) {
+    return {sh.data_ptr<scalar_t>(), dirs.data_ptr<scalar_t>(), sh.size(0), sh.size(1)};
+}
+
+torch::Tensor py_sh_forward(const torch::Tensor& sh, const torch::Tensor& dirs, int64_t degree,
+                         const std::vector<double>& constants, double norm_eps, int64_t num_threads) {
+    const ShSettings st = sh_settings(degree, constants, norm_eps);
+    check_sh(sh, dirs, degree);
+    TORCH_CHECK(num_threads > 0, "num_threads must be positive");
+    torch::Tensor colors = torch::empty({sh.size(0), 3}, sh.options());
+    AT_DISPATCH_FLOATING_TYPES(sh.scalar_type(), "cpu_rasterizer_sh_forward", [&] {
+        cpu_rasterizer::sh_forward<scalar_t>(sh_arrays<scalar_t>(sh, dirs), st, colors.data_ptr<scalar_t>(),
+                                             static_cast<int>(num_threads));
+    });
+    return colors;
+}
+
+torch::Tensor py_sh_backward(const torch::Tensor& sh, const torch::Tensor& dirs, int64_t degree,
+                          const std::vector<double>& constants, double norm_eps, const torch::Tensor& grad_colors,
+                          int64_t num_threads) {
+    const ShSettings st = sh_settings(degree, constants, norm_eps);
+    check_sh(sh, dirs, degree);
+    TORCH_CHECK(num_threads > 0, "num_threads must be positive");
+    check_float(grad_colors, "grad_colors", sh.scalar_type());
+    check_shape(grad_colors, "grad_colors", {sh.size(0), 3});
+    torch::Tensor d_sh = torch::empty_like(sh);  // every entry is written by sh_backward
+    AT_DISPATCH_FLOATING_TYPES(sh.scalar_type(), "cpu_rasterizer_sh_backward", [&] {
+        cpu_rasterizer::sh_backward<scalar_t>(sh_arrays<scalar_t>(sh, dirs), st, grad_colors.data_ptr<scalar_t>(),
+                                              d_sh.data_ptr<scalar_t>(), static_cast<int>(num_threads));
+    });
+    return d_sh;
+}
+
 }  // namespace
 }  // namespace cpu_rasterizer
 
@@ -225,4 +381,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           "Composite: (image, alpha, final_t, n_contrib, gauss_ids, offsets)");
     m.def("backward", &cpu_rasterizer::backward,
           "Gradients: (d_means2d, d_conics, d_opacities, d_colors)");
+    m.def("project_forward", &cpu_rasterizer::py_project_forward,
+          "project_forward(means3d, scales, quats, viewmat, K, width, height, antialiased, constants, num_threads): "
+          "(means2d, conics, depths, radii int32, compensation ([N], or [0] unless antialiased))");
+    m.def("project_backward", &cpu_rasterizer::py_project_backward,
+          "project_backward(means3d, scales, quats, viewmat, K, width, height, antialiased, constants, grad_means2d, "
+          "grad_conics, grad_depths, grad_compensation, num_threads): (d_means3d, d_scales, d_quats)");
+    m.def("sh_forward", &cpu_rasterizer::py_sh_forward,
+          "sh_forward(sh, dirs, degree, constants, norm_eps, num_threads): colors [N, 3]");
+    m.def("sh_backward", &cpu_rasterizer::py_sh_backward,
+          "sh_backward(sh, dirs, degree, constants, norm_eps, grad_colors, num_threads): d_sh [N, K, 3]");
 }
