@@ -45,6 +45,13 @@ class Projected:
     tile_radii: torch.Tensor | None = None  # [N, 2] int32 support box half extents, when a fused projection made them
 
 
+def major_axis_variance(cov_xx: torch.Tensor, cov_yy: torch.Tensor, det: torch.Tensor) -> torch.Tensor:
+    """[N] larger eigenvalue of 2D covariances given by their diagonal and determinant (graphdeco's
+    formula, the eigen gap floored at EIGEN_GAP_FLOOR); 3 sqrt of it is the reported radius."""
+    mid = 0.5 * (cov_xx + cov_yy)
+    return mid + torch.sqrt((mid * mid - det).clamp_min(EIGEN_GAP_FLOOR))
+
+
 def project_gaussians(
     means3d: torch.Tensor,
     scales: torch.Tensor,
@@ -98,8 +105,7 @@ def project_gaussians(
         compensation = torch.where(valid, ratio.sqrt(), torch.zeros_like(det))
 
     with torch.no_grad():
-        mid = 0.5 * (a + c)
-        lam = mid + torch.sqrt((mid * mid - det).clamp_min(EIGEN_GAP_FLOOR))
+        lam = major_axis_variance(a, c, det)
         radius = torch.ceil(SIGMA_EXTENT * torch.sqrt(lam))
         reach = MAX_SUPPORT_SIGMAS * torch.sqrt(lam)  # no opacity <= 1 reaches further (common.py)
         u, v = means2d[:, 0], means2d[:, 1]

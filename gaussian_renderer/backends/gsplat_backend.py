@@ -42,7 +42,7 @@ import warnings
 import torch
 
 from gaussian_renderer.backends.common import TILE_SIZE, support
-from gaussian_renderer.projection import EIGEN_GAP_FLOOR, EPS_2D, NEAR_PLANE, SIGMA_EXTENT, Projected
+from gaussian_renderer.projection import EPS_2D, NEAR_PLANE, SIGMA_EXTENT, Projected, major_axis_variance
 from utils.errors import one_line
 
 
@@ -113,9 +113,7 @@ def project(means3d, scales, quats, viewmat, K, width: int, height: int, antiali
     with torch.no_grad():  # the reported radius: 3 sigma of the major axis, as the torch projection
         a, b, c = conics.unbind(-1)
         det_conic = torch.where(live, a * c - b * b, 1.0)
-        cov_xx, cov_yy = c / det_conic, a / det_conic
-        mid = 0.5 * (cov_xx + cov_yy)
-        lam = mid + torch.sqrt((mid * mid - 1.0 / det_conic).clamp_min(EIGEN_GAP_FLOOR))
+        lam = major_axis_variance(c / det_conic, a / det_conic, 1.0 / det_conic)  # the conic inverted
         radii = torch.where(live, torch.ceil(SIGMA_EXTENT * torch.sqrt(lam)), 0.0).to(torch.int32)
     return Projected(means2d=means2d, conics=conics, depths=depths, radii=radii,
                      compensation=None if compensation is None else compensation[0, 0], tile_radii=radii_xy)
