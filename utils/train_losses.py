@@ -91,9 +91,10 @@ class TrainingLosses:
         if o.lambda_depth > 0 and cam.depth is not None:
             terms["depth"] = depth_l1_loss(pkg["depth"], cam.depth, cam.mask)
             loss = loss + o.lambda_depth * terms["depth"]
-        if self.invdepth and cam.invdepth is not None and self.invdepth_weight(iteration) > 0:
+        w_invdepth = self.invdepth_weight(iteration) if self.invdepth and cam.invdepth is not None else 0.0
+        if w_invdepth > 0:
             terms["invdepth"] = l1_loss(pkg["invdepth"], cam.invdepth, cam.mask)
-            loss = loss + self.invdepth_weight(iteration) * terms["invdepth"]
+            loss = loss + w_invdepth * terms["invdepth"]
         if o.lambda_perceptual > 0 and iteration % o.perceptual_every == 0:
             terms["perceptual"] = self.perceptual(cam, pkg["render"])
             loss = loss + o.lambda_perceptual * terms["perceptual"]
