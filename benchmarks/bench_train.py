@@ -152,11 +152,13 @@ def bench_c3vd(a, backend: str, tmp: Path) -> None:
     if not (C3VD_SCENE / "poses_bounds.npy").exists():
         raise UserError(f"--scene c3vd: the sample is not at {C3VD_SCENE} (expected ../shared/data/endonerf_c3vd_first20)")
 
+    def c3vd_args(tag: str, iterations: int) -> list[str]:
+        return ["-s", str(C3VD_SCENE), "-m", str(tmp / f"c3vd_{tag}"), *C3VD_ARGS, "--backend", backend,
+                "--device", a.device, "--iterations", str(iterations), "--test_iterations", "-1",
+                "--save_iterations", str(iterations), "--quiet"]
+
     def run(tag: str) -> dict:
-        args = ["-s", str(C3VD_SCENE), "-m", str(tmp / f"c3vd_{tag}"), *C3VD_ARGS, "--backend", backend,
-                "--device", a.device, "--iterations", str(a.iterations), "--test_iterations", "-1",
-                "--save_iterations", str(a.iterations), "--quiet"]
-        return time_training(args, a.iterations, a.device)
+        return time_training(c3vd_args(tag, a.iterations), a.iterations, a.device)
 
     timed = run("quiet")
     quiet = timed["median_s_per_it"]
@@ -170,6 +172,8 @@ def bench_c3vd(a, backend: str, tmp: Path) -> None:
     if a.contention:
         busy = contended(lambda: run("busy"))["median_s_per_it"]
         print(f"  with {os.cpu_count()} busy processes: {busy:.3f} s/iteration, {busy / quiet:.2f}x quiet (target <= 2x)")
+    if a.profile:
+        print_profile(profile_training(lambda n: c3vd_args("profile", n), a.device, a.profile), a.profile, backend)
 
 
 def extract_features(scene: Path, out: Path, model: str, resolution: int) -> Path:
@@ -182,8 +186,10 @@ def extract_features(scene: Path, out: Path, model: str, resolution: int) -> Pat
     return out
 
 
-def profile_training(scene: Path, out: Path, backend: str, device: str, iterations: int, feature_dim: int) -> dict:
+def profile_training(make_args, device: str, iterations: int) -> dict:
     """Profile ``iterations`` training iterations after PROFILE_SKIP warm-up ones.
+
+    ``make_args(n)``: train.py's flags for a run of n iterations.
 
     Returns {"stages": {name: per-call times}, "table": top ops as text}. The forward render
     stages are labelled by wrapping gaussian_renderer's projection, SH and compositing
@@ -208,7 +214,7 @@ def profile_training(scene: Path, out: Path, backend: str, device: str, iteratio
     done = {}
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     plan = schedule(wait=PROFILE_SKIP, warmup=1, active=iterations, repeat=1)
-    args = train_args(scene, out, backend, device, PROFILE_SKIP + iterations + 2, feature_dim, score=False)
+    args = make_args(PROFILE_SKIP + iterations + 2)
     gaussian_renderer.project_gaussians = labelled("project", originals["project_gaussians"])
     gaussian_renderer.eval_sh = labelled("sh", originals["eval_sh"])
     gaussian_renderer.get_backend = get_backend
@@ -340,8 +346,9 @@ def main() -> None:
                     print_row(report["rows"][-1])
                     save()
         if a.profile:
-            report["profile"] = profile_training(scene, Path(tmp) / "out_profile", backends[0], a.device, a.profile,
-                                                 a.feature_dims[0])
+            report["profile"] = profile_training(
+                lambda n: train_args(scene, Path(tmp) / "out_profile", backends[0], a.device, n, a.feature_dims[0],
+                                     score=False), a.device, a.profile)
             print_profile(report["profile"], a.profile, backends[0])
             save()
 

