@@ -51,11 +51,16 @@ struct BackwardScratch {
     std::vector<scalar_t> grad;        // [C][pixels] upstream colour gradient
     std::vector<scalar_t> grad_alpha;  // upstream alpha gradient
     Partial<scalar_t> part;
+    std::vector<ChunkVisit> visits;   // the support chunks of the current Gaussian
+    std::vector<scalar_t> alphas;     // [visit][lanes] their alphas (0 where skipped)
+    std::vector<scalar_t> gausses;    // [visit][lanes] exp(power)
+    std::vector<typename SameSizeInt<scalar_t>::type> keeps;  // [visit][lanes] keep masks
 
     BackwardScratch(int64_t tile, int64_t lanes, int64_t channels)
         : layout(tile, lanes), trans(layout.n_pixels()), later(layout.n_pixels()), last(layout.n_pixels()),
           last_max(layout.n_chunks), grad(channels * layout.n_pixels()), grad_alpha(layout.n_pixels()),
-          part(lanes, channels) {}
+          part(lanes, channels), visits(layout.n_chunks + 1), alphas(layout.n_pixels()), gausses(layout.n_pixels()),
+          keeps(layout.n_pixels()) {}
 
     // Load tile v's forward state and upstream gradients; returns the longest contributor count.
     int32_t load(const TileView& v, const BackwardInputs<scalar_t>& bi, const Grid& grid, int64_t channels) {
@@ -86,20 +91,20 @@ struct BackwardScratch {
     }
 };
 
-// Gradients of Gaussian g (list position k) over chunk q.
+// Gradients of Gaussian g (list position k) over chunk q, given its alphas `al`, exp(power) `gauss` and kept lanes.
 template <typename scalar_t, int kBytes, int kC>
 CR_INLINE void backward_chunk(BackwardScratch<scalar_t>& s, const PackedGaussian<scalar_t>& g,
                               const scalar_t* color, ChannelCount<kC> channels, const Thresholds<scalar_t>& th, int64_t q,
-                              int64_t x_first, scalar_t py, int32_t k,
+                              int64_t x_first, scalar_t py, int32_t k, const typename Simd<scalar_t, kBytes>::V& al,
+                              const typename Simd<scalar_t, kBytes>::V& gauss,
+                              const typename Simd<scalar_t, kBytes>::M& keep,
                               GeoSums<typename Simd<scalar_t, kBytes>::V>& geo) {
     using S = Simd<scalar_t, kBytes>;
     using V = typename S::V;
     using M = typename S::M;
     using TR = Trans<scalar_t, kBytes>;
     const int64_t o = q * S::W, plane = s.layout.n_pixels();
-    V al, gauss;
     const V px = chunk_centres<scalar_t, kBytes>(x_first);
-    const M keep = eval_chunk<scalar_t, kBytes>(g, px, py, th, al, gauss);
     const M active = keep & mask_of<M>(load<typename S::I>(s.last.data() + o) > k);
     if (!any(active)) return;
     Partial<scalar_t>& part = s.part;
@@ -174,11 +179,28 @@ CR_INLINE void backward_tile_body(const TileView& v, const RasterInputs<scalar_t
         int64_t r0, r1;
         if (!tile_rows(g, v, r0, r1)) continue;
         const scalar_t* color = in.colors + static_cast<int64_t>(gid) * in.channels;
-        GeoSums<typename Simd<scalar_t, kBytes>::V> geo;
-        for_each_support_chunk<W>(g, v, r0, r1, per_row, [&](int64_t q, int64_t x_lane0, scalar_t py) {
-            if (s.last_max[q] <= k) return;
-            backward_chunk<scalar_t, kBytes, kC>(s, g, color, channels, in.th, q, x_lane0, py, k, geo);
-        });
+        using V = typename Simd<scalar_t, kBytes>::V;
+        using M = typename Simd<scalar_t, kBytes>::M;
+        GeoSums<V> geo;
+        // as in the forward pass: the alphas of all support chunks first (independent), then the gradients
+        const int64_t n_visits = collect_support_chunks<W>(g, v, r0, r1, per_row, s.visits.data());
+        for (int64_t i = 0; i < n_visits; ++i) {
+            const ChunkVisit& cv = s.visits[i];
+            V al, gauss;
+            const M keep = eval_chunk<scalar_t, kBytes>(g, chunk_centres<scalar_t, kBytes>(cv.x_lane0),
+                                                        static_cast<scalar_t>(cv.py), in.th, al, gauss);
+            store(s.alphas.data() + i * W, al);
+            store(s.gausses.data() + i * W, gauss);
+            store(s.keeps.data() + i * W, keep);
+        }
+        for (int64_t i = 0; i < n_visits; ++i) {
+            const ChunkVisit& cv = s.visits[i];
+            if (s.last_max[cv.q] <= k) continue;
+            backward_chunk<scalar_t, kBytes, kC>(s, g, color, channels, in.th, cv.q, cv.x_lane0,
+                                                 static_cast<scalar_t>(cv.py), k, load<V>(s.alphas.data() + i * W),
+                                                 load<V>(s.gausses.data() + i * W), load<M>(s.keeps.data() + i * W),
+                                                 geo);
+        }
         if (s.part.touched) {
             commit<scalar_t, kBytes, kC>(geo, s.part, k, channels, slots);
             s.part.clear();

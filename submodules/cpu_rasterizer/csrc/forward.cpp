@@ -17,10 +17,14 @@ struct ForwardScratch {
     std::vector<scalar_t> acc;        // [C][pixels] colour sums
     std::vector<scalar_t> acc_alpha;  // sum of weights
     std::vector<int64_t> live;        // pixels still compositing, per chunk
+    std::vector<ChunkVisit> visits;   // the support chunks of the current Gaussian
+    std::vector<scalar_t> alphas;     // [visit][lanes] their alphas (0 where skipped)
+    std::vector<Mask> keeps;          // [visit][lanes] their keep masks
 
     ForwardScratch(int64_t tile, int64_t lanes, int64_t channels)
         : layout(tile, lanes), trans(layout.n_pixels()), done(layout.n_pixels()), last(layout.n_pixels()),
-          acc(channels * layout.n_pixels()), acc_alpha(layout.n_pixels()), live(layout.n_chunks) {}
+          acc(channels * layout.n_pixels()), acc_alpha(layout.n_pixels()), live(layout.n_chunks),
+          visits(layout.n_chunks + 1), alphas(layout.n_pixels()), keeps(layout.n_pixels()) {}
 
     // Fresh state for tile v; returns the number of live pixels.
     int64_t reset(const TileView& v) {
@@ -51,18 +55,17 @@ struct ForwardScratch {
     }
 };
 
-// Composite Gaussian g (list position k) over chunk q; returns the number of pixels that terminated.
+// Composite Gaussian g (list position k) with alphas `al` (kept lanes `keep`) over chunk q; returns the
+// number of pixels that terminated.
 template <typename scalar_t, int kBytes, int kC>
-CR_INLINE int64_t composite_chunk(ForwardScratch<scalar_t>& s, const PackedGaussian<scalar_t>& g,
-                                  const scalar_t* color, ChannelCount<kC> channels, const Thresholds<scalar_t>& th,
-                                  int64_t q, int64_t x_first, scalar_t py, int32_t k) {
+CR_INLINE int64_t composite_chunk(ForwardScratch<scalar_t>& s, const typename Simd<scalar_t, kBytes>::V& al,
+                                  const typename Simd<scalar_t, kBytes>::M& keep, const scalar_t* color,
+                                  ChannelCount<kC> channels, const Thresholds<scalar_t>& th, int64_t q, int32_t k) {
     using S = Simd<scalar_t, kBytes>;
     using V = typename S::V;
     using M = typename S::M;
     using TR = Trans<scalar_t, kBytes>;
     const int64_t o = q * S::W;
-    V al, gauss;
-    const M keep = eval_chunk<scalar_t, kBytes>(g, chunk_centres<scalar_t, kBytes>(x_first), py, th, al, gauss);
     const M active = keep & ~load<M>(s.done.data() + o);
     if (!any(active)) return 0;
     const typename TR::T t_before = TR::load(s.trans.data() + o);
@@ -108,13 +111,28 @@ CR_INLINE void forward_tile_body(const TileView& v, const RasterInputs<scalar_t>
         int64_t r0, r1;
         if (!tile_rows(g, v, r0, r1)) continue;
         const scalar_t* color = in.colors + static_cast<int64_t>(gid) * in.channels;
-        for_each_support_chunk<W>(g, v, r0, r1, per_row, [&](int64_t q, int64_t x_lane0, scalar_t py) {
-            if (s.live[q] == 0) return;
-            const int64_t n = composite_chunk<scalar_t, kBytes, kC>(s, g, color, channels, in.th, q, x_lane0, py,
-                                                                static_cast<int32_t>(k));
+        // two passes over the support chunks: the alphas (independent of each other, so the CPU overlaps
+        // their long exp chains), then the compositing, which updates each chunk's state in list order
+        const int64_t n_visits = collect_support_chunks<W>(g, v, r0, r1, per_row, s.visits.data());
+        using V = typename Simd<scalar_t, kBytes>::V;
+        using M = typename Simd<scalar_t, kBytes>::M;
+        for (int64_t i = 0; i < n_visits; ++i) {
+            const ChunkVisit& cv = s.visits[i];
+            V al, gauss;
+            const M keep = eval_chunk<scalar_t, kBytes>(g, chunk_centres<scalar_t, kBytes>(cv.x_lane0),
+                                                        static_cast<scalar_t>(cv.py), in.th, al, gauss);
+            store(s.alphas.data() + i * W, al);
+            store(s.keeps.data() + i * W, keep);
+        }
+        for (int64_t i = 0; i < n_visits; ++i) {
+            const int64_t q = s.visits[i].q;
+            if (s.live[q] == 0) continue;
+            const int64_t n = composite_chunk<scalar_t, kBytes, kC>(s, load<V>(s.alphas.data() + i * W),
+                                                                load<M>(s.keeps.data() + i * W), color, channels,
+                                                                in.th, q, static_cast<int32_t>(k));
             s.live[q] -= n;
             alive -= n;
-        });
+        }
     }
     s.write(v, out, in.grid, in.channels);
 }

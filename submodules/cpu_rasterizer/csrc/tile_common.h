@@ -58,18 +58,33 @@ CR_INLINE bool tile_rows(const PackedGaussian<scalar_t>& g, const TileView& v, i
     return !g.bounded || pixel_range(static_cast<double>(g.mx), g.hx, v.x0, v.cols, c0, c1);
 }
 
-// Calls visit(q, x_lane0, py) for each `lanes`-pixel chunk of tile v, rows r0..r1, that g's
-// support ellipse reaches: q = chunk index, x_lane0 = image x of its lane 0, py = pixel-centre y.
-template <int lanes, typename scalar_t, typename Visit>
-CR_INLINE void for_each_support_chunk(const PackedGaussian<scalar_t>& g, const TileView& v, int64_t r0, int64_t r1,
-                                      int64_t per_row, Visit&& visit) {
+// One support chunk of a Gaussian: chunk index, image x of lane 0, pixel-centre y.
+struct ChunkVisit {
+    int64_t q;
+    int64_t x_lane0;
+    double py;
+};
+
+// Writes the `lanes`-pixel chunks of tile v, rows r0..r1, that g's support ellipse reaches to
+// visits[0, n) (row by row, left to right) and returns n. No per-row branches (they mispredict more
+// than the arithmetic costs): each row writes all its per_row candidates and keeps those in its span.
+template <int lanes, typename scalar_t>
+CR_INLINE int64_t collect_support_chunks(const PackedGaussian<scalar_t>& g, const TileView& v, int64_t r0, int64_t r1,
+                                         int64_t per_row, ChunkVisit* visits) {
+    const SupportChords<scalar_t> chords(g);
+    const double x0 = static_cast<double>(v.x0), cols = static_cast<double>(v.cols);
+    int64_t n = 0;
     for (int64_t r = r0; r <= r1; ++r) {
         const double py = static_cast<double>(v.y0 + r) + 0.5;
-        int64_t c0, c1;
-        if (!support_cols(g, py, v.x0, v.cols, c0, c1)) continue;
-        for (int64_t j = c0 / lanes; j <= c1 / lanes; ++j)
-            visit(r * per_row + j, v.x0 + j * lanes, static_cast<scalar_t>(py));
+        double c0, c1;
+        chords.col_span(py, x0, cols, c0, c1);
+        for (int64_t j = 0; j < per_row; ++j) {
+            const double first = static_cast<double>(j * lanes), last = first + (lanes - 1);
+            visits[n] = {r * per_row + j, v.x0 + j * lanes, py};
+            n += (c0 <= c1) & (first <= c1) & (last >= c0);
+        }
     }
+    return n;
 }
 
 // Whether to run the AVX2 clone of the tile kernels.

@@ -90,24 +90,37 @@ CR_INLINE bool support_rows(const PackedGaussian<scalar_t>& g, int64_t y_origin,
     return pixel_range(static_cast<double>(g.my), g.hy, y_origin, rows, r0, r1);
 }
 
-// Columns (tile-local) of one row holding support pixels (exact ellipse chord).
+// Columns (tile-local) of each row holding support pixels of g (the ellipse's chords), with the
+// row-invariant terms computed once per (Gaussian, tile). The chords only choose which chunks are
+// evaluated (every pixel is still tested against alpha_min), so they may be a little wider than the
+// support but never narrower: kSpanMarginPx covers the rounding of the reciprocal.
 template <typename scalar_t>
-CR_INLINE bool support_cols(const PackedGaussian<scalar_t>& g, double py, int64_t x_origin, int64_t cols, int64_t& c0,
-                  int64_t& c1) {
-    if (!g.bounded) {
-        c0 = 0;
-        c1 = cols - 1;
-        return cols > 0;
+struct SupportChords {
+    double mx, my, inv_a, slope, qa, det;
+    bool bounded;
+
+    CR_INLINE explicit SupportChords(const PackedGaussian<scalar_t>& g)
+        : mx(g.mx), my(g.my), inv_a(1.0 / static_cast<double>(g.a)), slope(static_cast<double>(g.b) * inv_a),
+          qa(g.q2 * static_cast<double>(g.a)), det(g.det), bounded(g.bounded) {}
+
+    // Columns [c0, c1] of the row at pixel-centre y = py, as doubles, without branches (data-dependent
+    // branches per row cost more than the arithmetic); c0 > c1 when the row misses the support.
+    CR_INLINE void col_span(double py, double x_origin, double n_cols, double& c0, double& c1) const {
+        if (!bounded) {
+            c0 = 0.0;
+            c1 = n_cols - 1.0;
+            return;
+        }
+        const double dy = my - py;
+        const double disc = qa - det * dy * dy;
+        const double half = std::sqrt(std::max(disc, 0.0)) * inv_a;
+        const double centre = mx + slope * dy - 0.5 - x_origin;
+        // fmax / fmin: a NaN end (inf - inf for an extreme conic) widens the span to the tile's edge
+        c0 = std::fmax(std::ceil(centre - half - kSpanMarginPx), 0.0);
+        c1 = std::fmin(std::floor(centre + half + kSpanMarginPx), n_cols - 1.0);
+        c1 = disc >= 0.0 ? c1 : -1.0;
     }
-    const double a = g.a, b = g.b;
-    const double dy = static_cast<double>(g.my) - py;
-    const double disc = g.q2 * a - g.det * dy * dy;  // quarter discriminant of the chord equation
-    if (disc < 0.0) return false;
-    const double s = std::sqrt(disc);
-    // dx = mean_x - px lies in [(-b dy - s) / a, (-b dy + s) / a]
-    const double centre = static_cast<double>(g.mx) + b * dy / a;
-    return pixel_range(centre, s / a, x_origin, cols, c0, c1);
-}
+};
 
 // min over v in [v0, v1] of a u^2 + 2 b u v + c v^2 (c > 0), as det/c u^2 + c (v - v*)^2
 // (a sum of non-negative terms: no cancellation); inv_c = 1 / c, det_c = det / c. Same
