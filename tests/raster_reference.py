@@ -92,9 +92,11 @@ def cutoff_scene(kind: str, width: int, height: int, channels: int, dtype=torch.
     raise ValueError(kind)
 
 
-def image_and_grads(fn, scene, width: int, height: int, seed: int = 1, device: str = "cpu"):
+def image_and_grads(fn, scene, width: int, height: int, seed: int = 1, device: str = "cpu",
+                    grad_mask: torch.Tensor | None = None):
     """Run a compositing function on ``scene`` (moved to ``device``) and backpropagate a random linear loss.
 
+    ``grad_mask`` [H, W] (0 / 1): the loss ignores the pixels where it is 0 (their upstream gradients are 0).
     Returns (image, alpha, [grad means2d, conics, opacities, colors]), all on the CPU.
     """
     inputs = [t.detach().clone().to(device).requires_grad_(i < 4) for i, t in enumerate(scene)]
@@ -102,6 +104,8 @@ def image_and_grads(fn, scene, width: int, height: int, seed: int = 1, device: s
     g = torch.Generator().manual_seed(seed)
     w_img = torch.randn(image.shape, generator=g, dtype=image.dtype).to(device)
     w_alpha = torch.randn(alpha.shape, generator=g, dtype=alpha.dtype).to(device)
+    if grad_mask is not None:
+        w_img, w_alpha = w_img * grad_mask.to(w_img), w_alpha * grad_mask.to(w_alpha)
     ((image * w_img).sum() + (alpha * w_alpha).sum()).backward()
     return image.detach().cpu(), alpha.detach().cpu(), [t.grad.cpu() for t in inputs[:4]]
 

@@ -101,6 +101,28 @@ def test_matches_torch_backend(isa, kind, width, height, channels):
                  image_and_grads(torch_backend.rasterize, sc, width, height))
 
 
+def test_pixels_without_upstream_gradient(isa):
+    """Masked-out pixels (zero upstream gradient, e.g. a tool mask) are skipped by the backward pass: the
+    gradients still equal the torch backend's, and every Gaussian seen only there gets exactly zero."""
+    width, height, channels = 70, 45, 3
+    sc = scene("random", width, height, channels)
+    mask = torch.ones(height, width)
+    mask[5:37, 10:43] = 0  # whole 16x16 tiles and partial tiles / chunks
+    mask[:, 60:] = 0
+    got = image_and_grads(cpu_backend.rasterize, sc, width, height, grad_mask=mask)
+    assert_match(got, image_and_grads(torch_backend.rasterize, sc, width, height, grad_mask=mask))
+    everywhere = image_and_grads(cpu_backend.rasterize, sc, width, height)
+    assert not torch.equal(got[2][0], everywhere[2][0])  # the mask changed the gradients
+    # a Gaussian whose support lies inside the masked block gets exactly zero gradient (the support reaches
+    # at most 3.33 sigma, radii are 3 sigma rounded up)
+    m, reach = sc[0].double(), sc[5].double() * 1.12 + 1
+    inside = (m[:, 0] - reach > 10) & (m[:, 0] + reach < 43) & (m[:, 1] - reach > 5) & (m[:, 1] + reach < 37)
+    inside &= sc[5] > 0
+    assert inside.sum() >= 3  # the scene has such Gaussians
+    for grad in got[2]:
+        assert torch.all(grad[inside] == 0)
+
+
 @pytest.mark.parametrize("kind", ("random",) + CUTOFF_KINDS)
 def test_float64_matches_torch_backend(isa, kind):
     width, height = 45, 38

@@ -72,19 +72,24 @@ struct BackwardScratch {
         std::fill(grad_alpha.begin(), grad_alpha.end(), scalar_t(0));
         const int32_t count = static_cast<int32_t>(v.count);
         int32_t longest = 0;
-        for (int64_t q = 0; q < layout.n_chunks; ++q) {
-            const int64_t n = layout.valid_lanes(v, q), dst = q * layout.lanes;
-            last_max[q] = 0;
-            if (n == 0) continue;
-            const int64_t src = layout.image_offset(v, q, grid);
+        for (int64_t r = 0; r < v.rows; ++r) {  // one copy per tile row and array
+            const int64_t n = v.cols, dst = r * layout.row_stride(), src = ChunkLayout::image_row(v, r, grid);
             std::copy_n(bi.final_t + src, n, trans.data() + dst);
             std::copy_n(bi.grad_alpha + src, n, grad_alpha.data() + dst);
             for (int64_t ch = 0; ch < channels; ++ch)
                 std::copy_n(bi.grad_image + ch * hw + src, n, grad.data() + ch * plane + dst);
-            for (int64_t i = 0; i < n; ++i) {
-                last[dst + i] = std::min(bi.n_contrib[src + i], count);
-                last_max[q] = std::max(last_max[q], last[dst + i]);
-            }
+            for (int64_t i = 0; i < n; ++i) last[dst + i] = std::min(bi.n_contrib[src + i], count);
+        }
+        for (int64_t q = 0; q < layout.n_chunks; ++q) {  // lanes outside the image hold 0
+            const int64_t first = q * layout.lanes;
+            last_max[q] = *std::max_element(last.data() + first, last.data() + first + layout.lanes);
+            // Pixels with no upstream gradient (a tool mask, a masked border) give every Gaussian exactly zero
+            // gradient (each term is a product with one of these values): their chunks are skipped.
+            bool any_gradient = false;
+            for (int64_t i = 0; i < layout.lanes; ++i) any_gradient |= grad_alpha[first + i] != scalar_t(0);
+            for (int64_t ch = 0; ch < channels; ++ch)
+                for (int64_t i = 0; i < layout.lanes; ++i) any_gradient |= grad[ch * plane + first + i] != scalar_t(0);
+            if (!any_gradient) last_max[q] = 0;
             longest = std::max(longest, last_max[q]);
         }
         return longest;

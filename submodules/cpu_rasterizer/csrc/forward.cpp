@@ -42,10 +42,8 @@ struct ForwardScratch {
 
     void write(const TileView& v, const ForwardOutputs<scalar_t>& out, const Grid& grid, int64_t channels) const {
         const int64_t hw = grid.width * grid.height, plane = layout.n_pixels();
-        for (int64_t q = 0; q < layout.n_chunks; ++q) {
-            const int64_t n = layout.valid_lanes(v, q), src = q * layout.lanes;
-            if (n == 0) continue;
-            const int64_t dst = layout.image_offset(v, q, grid);
+        for (int64_t r = 0; r < v.rows; ++r) {  // one copy per tile row and array
+            const int64_t n = v.cols, src = r * layout.row_stride(), dst = ChunkLayout::image_row(v, r, grid);
             for (int64_t ch = 0; ch < channels; ++ch)
                 std::copy_n(acc.data() + ch * plane + src, n, out.image + ch * hw + dst);
             std::copy_n(acc_alpha.data() + src, n, out.alpha + dst);

@@ -44,10 +44,10 @@ struct ChunkLayout {
         const int64_t r = q / per_row, j = q % per_row;
         return r < v.rows ? std::clamp<int64_t>(v.cols - j * lanes, 0, lanes) : 0;
     }
-    // Row-major image index of lane 0 of chunk q.
-    int64_t image_offset(const TileView& v, int64_t q, const Grid& grid) const {
-        return (v.y0 + q / per_row) * grid.width + v.x0 + (q % per_row) * lanes;
-    }
+    // Elements per tile row: row r's pixels are elements [r * row_stride(), r * row_stride() + cols).
+    int64_t row_stride() const { return per_row * lanes; }
+    // Row-major image index of the first pixel of tile row r.
+    static int64_t image_row(const TileView& v, int64_t r, const Grid& grid) { return (v.y0 + r) * grid.width + v.x0; }
 };
 
 // Rows [r0, r1] of tile v that g's support ellipse reaches (false: g misses the tile).

@@ -115,9 +115,10 @@ struct SupportChords {
         const double disc = qa - det * dy * dy;
         const double half = std::sqrt(std::max(disc, 0.0)) * inv_a;
         const double centre = mx + slope * dy - 0.5 - x_origin;
-        // fmax / fmin: a NaN end (inf - inf for an extreme conic) widens the span to the tile's edge
-        c0 = std::fmax(std::ceil(centre - half - kSpanMarginPx), 0.0);
-        c1 = std::fmin(std::floor(centre + half + kSpanMarginPx), n_cols - 1.0);
+        // written so that a NaN end (inf - inf for an extreme conic) widens the span to the tile's edge
+        const double lo = std::ceil(centre - half - kSpanMarginPx), hi = std::floor(centre + half + kSpanMarginPx);
+        c0 = lo > 0.0 ? lo : 0.0;
+        c1 = hi < n_cols - 1.0 ? hi : n_cols - 1.0;
         c1 = disc >= 0.0 ? c1 : -1.0;
     }
 };
