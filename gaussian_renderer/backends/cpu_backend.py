@@ -28,6 +28,12 @@ EXT_DIR = Path(__file__).resolve().parents[2] / "submodules" / "cpu_rasterizer"
 JIT_BUILD_DIR = EXT_DIR / "build" / "jit"
 JIT_MODULE_NAME = "cpu_rasterizer_jit"
 KERNEL_ISA = 0  # kernel instruction set: 0 = AVX2 when the CPU has it, 1 = portable build, 2 = AVX2 (tests set 1)
+KERNEL_THREADS: int | None = None  # OpenMP threads of the C++ kernels; None: torch.get_num_threads()
+
+
+def kernel_threads() -> int:
+    """Threads the C++ kernels run on: KERNEL_THREADS when set (see utils.omp_policy.kernel_threads_only), else torch's."""
+    return KERNEL_THREADS or torch.get_num_threads()
 
 
 def _ensure_ninja_on_path() -> None:
@@ -164,7 +170,7 @@ def rasterize(means2d, conics, opacities, colors, depths, radii, width: int, hei
         width, height: image size. tile: tile edge in pixels.
     Returns:
         image [C, H, W] and alpha [1, H, W], differentiable w.r.t. means2d, conics,
-        opacities and colors. Runs on ``torch.get_num_threads()`` OpenMP threads.
+        opacities and colors. Runs on ``kernel_threads()`` OpenMP threads.
     """
     if _extension() is None:
         raise RuntimeError("the C++ CPU rasterizer is not available; use the torch backend")
@@ -179,5 +185,5 @@ def rasterize(means2d, conics, opacities, colors, depths, radii, width: int, hei
         int(width),
         int(height),
         int(tile),
-        torch.get_num_threads(),
+        kernel_threads(),
     )
