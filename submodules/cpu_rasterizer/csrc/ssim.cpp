@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "simd.h"
@@ -302,7 +303,8 @@ double l1_dssim(const DssimImages<scalar_t>& in, const DssimSettings& st, scalar
     const int64_t C = in.channels, H = in.height, W = in.width, R = st.radius;
     const double count = pixel_count(in);
     const bool with_ssim = st.lambda != 0.0;
-    std::vector<T> partials(grad && with_ssim ? kPartials * H * (W + 2 * R) : 0);
+    // every entry is written before it is read (pads included): no zero fill
+    std::unique_ptr<T[]> partials(grad && with_ssim ? new T[kPartials * H * (W + 2 * R)] : nullptr);
     Problem<T> p{in,
                  std::vector<T>(st.taps, st.taps + 2 * R + 1),
                  R,
@@ -312,7 +314,7 @@ double l1_dssim(const DssimImages<scalar_t>& in, const DssimSettings& st, scalar
                  static_cast<T>(-st.lambda / count),
                  with_ssim,
                  std::vector<T>(in.mask ? 0 : W, T(1)),
-                 partials.empty() ? nullptr : partials.data(),
+                 partials.get(),
                  grad};
     const RowKernels<T> kernels = pick_row_kernels<T>(isa);
     std::vector<double> l1_sums(C * H, 0.0), ssim_sums(C * H, 0.0);  // per row
