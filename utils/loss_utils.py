@@ -1,8 +1,9 @@
-"""Photometric losses (optionally masked): L1, SSIM, depth L1."""
+"""Photometric losses (optionally masked): L1, SSIM, the training colour loss (L1 + D-SSIM), depth L1."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
@@ -65,6 +66,72 @@ def ssim_map(img1: torch.Tensor, img2: torch.Tensor) -> torch.Tensor:
 def ssim(img1: torch.Tensor, img2: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean SSIM over valid pixels."""
     return masked_mean(ssim_map(img1, img2), mask)
+
+
+def l1_dssim_torch(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None,
+                   lambda_dssim: float) -> torch.Tensor:
+    """The training colour loss composed of torch ops (the reference; CUDA tensors use it).
+
+    ``(1 - lambda) * L1 + lambda * (1 - SSIM)`` of ``pred``, ``gt`` [C,H,W] over ``mask`` [1,H,W]
+    (SSIM of the masked images); just L1 when ``lambda_dssim`` is 0.
+    """
+    l1 = l1_loss(pred, gt, mask)
+    if lambda_dssim <= 0:
+        return l1
+    if mask is not None:
+        pred, gt = pred * mask, gt * mask
+    return (1.0 - lambda_dssim) * l1 + lambda_dssim * (1.0 - ssim(pred, gt, mask))
+
+
+class _L1DssimCPU(torch.autograd.Function):
+    """The fused C++ kernel: the loss and its gradient w.r.t. ``pred`` in one call."""
+
+    @staticmethod
+    def forward(ctx, pred, gt, mask, lambda_dssim, ext, threads, isa):
+        taps = _gaussian_kernel_1d(pred.device, pred.dtype).tolist()
+        loss, grad = ext.l1_dssim(pred, gt, mask, lambda_dssim, taps, SSIM_C1, SSIM_C2, ctx.needs_input_grad[0],
+                                  threads, isa)
+        ctx.save_for_backward(grad)
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_loss, None, None, None, None, None, None
+
+
+def _cpu_backend_for(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None):
+    """gaussian_renderer.backends.cpu_backend when its C++ extension can compute this loss (float CPU
+    images, no gradient wanted for gt or mask, the extension built), else None."""
+    if pred.device.type != "cpu" or pred.dtype not in (torch.float32, torch.float64):
+        return None
+    if gt.requires_grad or (mask is not None and mask.requires_grad):
+        return None
+    from gaussian_renderer.backends import cpu_backend
+
+    return cpu_backend if cpu_backend.extension_available() else None
+
+
+def l1_dssim_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None,
+                  lambda_dssim: float = 0.2) -> torch.Tensor:
+    """``(1 - lambda) * L1 + lambda * (1 - SSIM)`` (just L1 when lambda is 0): scalar, differentiable w.r.t. ``pred``.
+
+    ``pred``, ``gt`` [C,H,W]; ``mask`` [1,H,W] or None. CPU images go through the fused C++ kernel of
+    submodules/cpu_rasterizer (``torch.get_num_threads()`` threads) when it is available; otherwise,
+    and on other devices, :func:`l1_dssim_torch`, whose values it equals to float rounding.
+    """
+    if not 0.0 <= lambda_dssim <= 1.0:
+        raise ValueError(f"lambda_dssim must be in [0, 1] (got {lambda_dssim})")
+    backend = _cpu_backend_for(pred, gt, mask)
+    if backend is None:
+        return l1_dssim_torch(pred, gt, mask, lambda_dssim)
+
+    def arg(t):
+        return None if t is None else t.detach().to(pred.dtype).contiguous()
+
+    return _L1DssimCPU.apply(pred.contiguous(), arg(gt), arg(mask), float(lambda_dssim), backend._extension(),
+                             torch.get_num_threads(), backend.KERNEL_ISA)
 
 
 def depth_l1_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

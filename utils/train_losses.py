@@ -21,7 +21,7 @@ import torch
 
 from scene.optim_utils import exponential_lr
 from utils.feature_distill import FeatureDecoder, choose_mode, decoder_path, feature_loss, teacher_at
-from utils.loss_utils import depth_l1_loss, l1_loss, ssim
+from utils.loss_utils import depth_l1_loss, l1_dssim_loss, l1_loss
 from utils.perceptual import mask_to_feature_res, perceptual_loss
 
 
@@ -57,12 +57,7 @@ class TrainingLosses:
                 self.decoder_opt = torch.optim.Adam(self.decoder.parameters(), lr=opt.decoder_lr)
 
     def color_loss(self, image: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        l1 = l1_loss(image, gt, mask)
-        if self.opt.lambda_dssim <= 0:
-            return l1
-        if mask is not None:
-            image, gt = image * mask, gt * mask
-        return (1.0 - self.opt.lambda_dssim) * l1 + self.opt.lambda_dssim * (1.0 - ssim(image, gt, mask))
+        return l1_dssim_loss(image, gt, mask, self.opt.lambda_dssim)
 
     def invdepth_weight(self, iteration: int) -> float:
         """graphdeco's schedule of the inverse-depth term (its get_expon_lr_func over --iterations)."""

@@ -1,9 +1,10 @@
 // Python bindings with input validation (every check names the offending argument).
-// The only translation unit that includes torch.
+// With ssim_binding.cpp, the only translation units that include torch.
 #include <torch/extension.h>
 
 #include "projection.h"
 #include "rasterizer.h"
+#include "ssim_binding.h"
 
 namespace cpu_rasterizer {
 namespace {
@@ -391,4 +392,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           "sh_forward(sh, dirs, degree, constants, norm_eps, num_threads): colors [N, 3]");
     m.def("sh_backward", &cpu_rasterizer::py_sh_backward,
           "sh_backward(sh, dirs, degree, constants, norm_eps, grad_colors, num_threads): d_sh [N, K, 3]");
+    m.def("l1_dssim", &cpu_rasterizer::py_l1_dssim,
+          "l1_dssim(pred, gt, mask or None, lambda, taps, c1, c2, need_grad, num_threads, isa): (loss [], "
+          "d loss / d pred [C, H, W] or [0]); the training colour loss (1 - lambda) L1 + lambda (1 - SSIM)");
 }
