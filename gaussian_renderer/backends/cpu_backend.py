@@ -28,12 +28,6 @@ EXT_DIR = Path(__file__).resolve().parents[2] / "submodules" / "cpu_rasterizer"
 JIT_BUILD_DIR = EXT_DIR / "build" / "jit"
 JIT_MODULE_NAME = "cpu_rasterizer_jit"
 KERNEL_ISA = 0  # kernel instruction set: 0 = AVX2 when the CPU has it, 1 = portable build, 2 = AVX2 (tests set 1)
-KERNEL_THREADS: int | None = None  # OpenMP threads of the C++ kernels; None: torch.get_num_threads()
-
-
-def kernel_threads() -> int:
-    """Threads the C++ kernels run on: KERNEL_THREADS when set (see utils.omp_policy.kernel_threads_only), else torch's."""
-    return KERNEL_THREADS or torch.get_num_threads()
 
 
 def _ensure_ninja_on_path() -> None:
@@ -114,7 +108,8 @@ def _extension():
         return _jit_build()
     except Exception as exc:  # any build/load failure means "not available here"
         reason = one_line(exc)
-        warnings.warn(f"C++ CPU rasterizer unavailable ({reason}); falling back to the torch backend", stacklevel=2)
+        warnings.warn(f"C++ CPU rasterizer unavailable ({reason}); falling back to the torch backend (and the torch "
+                      "colour loss)", stacklevel=2)
         return None
 
 
@@ -170,7 +165,7 @@ def rasterize(means2d, conics, opacities, colors, depths, radii, width: int, hei
         width, height: image size. tile: tile edge in pixels.
     Returns:
         image [C, H, W] and alpha [1, H, W], differentiable w.r.t. means2d, conics,
-        opacities and colors. Runs on ``kernel_threads()`` OpenMP threads.
+        opacities and colors. Runs on ``torch.get_num_threads()`` OpenMP threads.
     """
     if _extension() is None:
         raise RuntimeError("the C++ CPU rasterizer is not available; use the torch backend")
@@ -185,5 +180,5 @@ def rasterize(means2d, conics, opacities, colors, depths, radii, width: int, hei
         int(width),
         int(height),
         int(tile),
-        kernel_threads(),
+        torch.get_num_threads(),
     )

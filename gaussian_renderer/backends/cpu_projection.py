@@ -15,7 +15,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from gaussian_renderer.backends.common import MAX_SUPPORT_SIGMAS
-from gaussian_renderer.backends.cpu_backend import _extension, kernel_threads
+from gaussian_renderer.backends.cpu_backend import _extension
 from gaussian_renderer.projection import (COMPENSATION_FLOOR, EIGEN_GAP_FLOOR, EPS_2D, FRUSTUM_SLACK, NEAR_PLANE,
                                           SIGMA_EXTENT, Projected, project_gaussians)
 from utils.general_utils import NORM_EPS, normalize
@@ -57,7 +57,7 @@ def project(means3d, scales, quats, viewmat, K, width: int, height: int, antiali
 
     Args and result as :func:`gaussian_renderer.projection.project_gaussians` (``tile_radii`` stays
     None: the CPU compositing bins by the support ellipse itself). Differentiable w.r.t. means3d,
-    scales and quats; runs on ``kernel_threads()`` OpenMP threads.
+    scales and quats; runs on ``torch.get_num_threads()`` OpenMP threads.
     """
     if viewmat.requires_grad or K.requires_grad:  # camera gradients: only the torch projection has them
         return project_gaussians(means3d, scales, quats, viewmat, K, width, height, antialiased=antialiased)
@@ -65,7 +65,7 @@ def project(means3d, scales, quats, viewmat, K, width: int, height: int, antiali
     geometry = (t.to(dtype).contiguous() for t in (means3d, scales, quats))
     camera = (t.to(dtype).contiguous() for t in (viewmat, K))
     means2d, conics, depths, radii, compensation = _ProjectCPU.apply(
-        *geometry, *camera, int(width), int(height), bool(antialiased), kernel_threads())
+        *geometry, *camera, int(width), int(height), bool(antialiased), torch.get_num_threads())
     return Projected(means2d=means2d, conics=conics, depths=depths, radii=radii,
                      compensation=compensation if antialiased else None)
 
@@ -99,4 +99,4 @@ def sh_to_color(degree: int, sh: torch.Tensor, dirs: torch.Tensor) -> torch.Tens
     if dirs.requires_grad:
         return eval_sh(degree, sh, normalize(dirs))
     dtype = _working_dtype(sh)
-    return _ShCPU.apply(int(degree), sh.to(dtype).contiguous(), dirs.to(dtype).contiguous(), kernel_threads())
+    return _ShCPU.apply(int(degree), sh.to(dtype).contiguous(), dirs.to(dtype).contiguous(), torch.get_num_threads())
