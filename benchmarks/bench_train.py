@@ -21,7 +21,7 @@ and prints the median s/iteration, the peak RSS and the ratio to the 0.36 s/iter
 recorded in the README before issue 12. ``--contention`` repeats every run with one busy
 process per CPU (started and stopped here) and prints the slowdown against the quiet run.
 
-    python benchmarks/bench_train.py --scene c3vd --backends cpu [--contention]
+    python benchmarks/bench_train.py --scene c3vd --backends cpu [--contention] [--profile 5]
 """
 from __future__ import annotations
 
