@@ -51,16 +51,12 @@ struct BackwardScratch {
     std::vector<scalar_t> grad;        // [C][pixels] upstream colour gradient
     std::vector<scalar_t> grad_alpha;  // upstream alpha gradient
     Partial<scalar_t> part;
-    std::vector<ChunkVisit> visits;   // the support chunks of the current Gaussian
-    std::vector<scalar_t> alphas;     // [visit][lanes] their alphas (0 where skipped)
-    std::vector<scalar_t> gausses;    // [visit][lanes] exp(power)
-    std::vector<typename SameSizeInt<scalar_t>::type> keeps;  // [visit][lanes] keep masks
+    SupportEvals<scalar_t> evals;      // the current Gaussian's support chunks and alphas
 
     BackwardScratch(int64_t tile, int64_t lanes, int64_t channels)
         : layout(tile, lanes), trans(layout.n_pixels()), later(layout.n_pixels()), last(layout.n_pixels()),
           last_max(layout.n_chunks), grad(channels * layout.n_pixels()), grad_alpha(layout.n_pixels()),
-          part(lanes, channels), visits(layout.n_chunks + 1), alphas(layout.n_pixels()), gausses(layout.n_pixels()),
-          keeps(layout.n_pixels()) {}
+          part(lanes, channels), evals(layout) {}
 
     // Load tile v's forward state and upstream gradients; returns the longest contributor count.
     int32_t load(const TileView& v, const BackwardInputs<scalar_t>& bi, const Grid& grid, int64_t channels) {
@@ -184,27 +180,14 @@ CR_INLINE void backward_tile_body(const TileView& v, const RasterInputs<scalar_t
         int64_t r0, r1;
         if (!tile_rows(g, v, r0, r1)) continue;
         const scalar_t* color = in.colors + static_cast<int64_t>(gid) * in.channels;
-        using V = typename Simd<scalar_t, kBytes>::V;
-        using M = typename Simd<scalar_t, kBytes>::M;
-        GeoSums<V> geo;
-        // as in the forward pass: the alphas of all support chunks first (independent), then the gradients
-        const int64_t n_visits = collect_support_chunks<W>(g, v, r0, r1, per_row, s.visits.data());
-        for (int64_t i = 0; i < n_visits; ++i) {
-            const ChunkVisit& cv = s.visits[i];
-            V al, gauss;
-            const M keep = eval_chunk<scalar_t, kBytes>(g, chunk_centres<scalar_t, kBytes>(cv.x_lane0),
-                                                        static_cast<scalar_t>(cv.py), in.th, al, gauss);
-            store(s.alphas.data() + i * W, al);
-            store(s.gausses.data() + i * W, gauss);
-            store(s.keeps.data() + i * W, keep);
-        }
-        for (int64_t i = 0; i < n_visits; ++i) {
-            const ChunkVisit& cv = s.visits[i];
+        GeoSums<typename Simd<scalar_t, kBytes>::V> geo;
+        const int64_t n_visits = s.evals.template evaluate<kBytes>(g, v, r0, r1, per_row, in.th);
+        for (int64_t i = 0; i < n_visits; ++i) {  // then their gradients
+            const ChunkVisit& cv = s.evals.visits[i];
             if (s.last_max[cv.q] <= k) continue;
             backward_chunk<scalar_t, kBytes, kC>(s, g, color, channels, in.th, cv.q, cv.x_lane0,
-                                                 static_cast<scalar_t>(cv.py), k, load<V>(s.alphas.data() + i * W),
-                                                 load<V>(s.gausses.data() + i * W), load<M>(s.keeps.data() + i * W),
-                                                 geo);
+                                                 static_cast<scalar_t>(cv.py), k, s.evals.template alpha<kBytes>(i),
+                                                 s.evals.template gauss<kBytes>(i), s.evals.template keep<kBytes>(i), geo);
         }
         if (s.part.touched) {
             commit<scalar_t, kBytes, kC>(geo, s.part, k, channels, slots);

@@ -17,14 +17,12 @@ struct ForwardScratch {
     std::vector<scalar_t> acc;        // [C][pixels] colour sums
     std::vector<scalar_t> acc_alpha;  // sum of weights
     std::vector<int64_t> live;        // pixels still compositing, per chunk
-    std::vector<ChunkVisit> visits;   // the support chunks of the current Gaussian
-    std::vector<scalar_t> alphas;     // [visit][lanes] their alphas (0 where skipped)
-    std::vector<Mask> keeps;          // [visit][lanes] their keep masks
+    SupportEvals<scalar_t> evals;     // the current Gaussian's support chunks and alphas
 
     ForwardScratch(int64_t tile, int64_t lanes, int64_t channels)
         : layout(tile, lanes), trans(layout.n_pixels()), done(layout.n_pixels()), last(layout.n_pixels()),
           acc(channels * layout.n_pixels()), acc_alpha(layout.n_pixels()), live(layout.n_chunks),
-          visits(layout.n_chunks + 1), alphas(layout.n_pixels()), keeps(layout.n_pixels()) {}
+          evals(layout) {}
 
     // Fresh state for tile v; returns the number of live pixels.
     int64_t reset(const TileView& v) {
@@ -109,24 +107,12 @@ CR_INLINE void forward_tile_body(const TileView& v, const RasterInputs<scalar_t>
         int64_t r0, r1;
         if (!tile_rows(g, v, r0, r1)) continue;
         const scalar_t* color = in.colors + static_cast<int64_t>(gid) * in.channels;
-        // two passes over the support chunks: the alphas (independent of each other, so the CPU overlaps
-        // their long exp chains), then the compositing, which updates each chunk's state in list order
-        const int64_t n_visits = collect_support_chunks<W>(g, v, r0, r1, per_row, s.visits.data());
-        using V = typename Simd<scalar_t, kBytes>::V;
-        using M = typename Simd<scalar_t, kBytes>::M;
-        for (int64_t i = 0; i < n_visits; ++i) {
-            const ChunkVisit& cv = s.visits[i];
-            V al, gauss;
-            const M keep = eval_chunk<scalar_t, kBytes>(g, chunk_centres<scalar_t, kBytes>(cv.x_lane0),
-                                                        static_cast<scalar_t>(cv.py), in.th, al, gauss);
-            store(s.alphas.data() + i * W, al);
-            store(s.keeps.data() + i * W, keep);
-        }
-        for (int64_t i = 0; i < n_visits; ++i) {
-            const int64_t q = s.visits[i].q;
+        const int64_t n_visits = s.evals.template evaluate<kBytes>(g, v, r0, r1, per_row, in.th);
+        for (int64_t i = 0; i < n_visits; ++i) {  // then composite them, each chunk's state in list order
+            const int64_t q = s.evals.visits[i].q;
             if (s.live[q] == 0) continue;
-            const int64_t n = composite_chunk<scalar_t, kBytes, kC>(s, load<V>(s.alphas.data() + i * W),
-                                                                load<M>(s.keeps.data() + i * W), color, channels,
+            const int64_t n = composite_chunk<scalar_t, kBytes, kC>(s, s.evals.template alpha<kBytes>(i),
+                                                                s.evals.template keep<kBytes>(i), color, channels,
                                                                 in.th, q, static_cast<int32_t>(k));
             s.live[q] -= n;
             alive -= n;

@@ -87,6 +87,50 @@ CR_INLINE int64_t collect_support_chunks(const PackedGaussian<scalar_t>& g, cons
     return n;
 }
 
+// The support chunks of one Gaussian in one tile and their alphas, computed in a pass of their own before
+// the compositing (forward) or gradient (backward) pass walks them in order: the evaluations are
+// independent of each other, so the CPU overlaps their long exp chains. Per-thread, reused across tiles.
+template <typename scalar_t>
+struct SupportEvals {
+    using Mask = typename SameSizeInt<scalar_t>::type;
+    std::vector<ChunkVisit> visits;  // [n] chunks the support reaches (one spare: see collect_support_chunks)
+    std::vector<scalar_t> alphas;    // [n][lanes] alpha, 0 where the contract skips the Gaussian
+    std::vector<scalar_t> gausses;   // [n][lanes] exp(power)
+    std::vector<Mask> keeps;         // [n][lanes] kept lanes (-1 / 0)
+
+    explicit SupportEvals(const ChunkLayout& layout)
+        : visits(layout.n_chunks + 1), alphas(layout.n_pixels()), gausses(layout.n_pixels()), keeps(layout.n_pixels()) {}
+
+    // Collects and evaluates g's support chunks in tile v, rows r0..r1; returns how many there are.
+    template <int kBytes>
+    CR_INLINE int64_t evaluate(const PackedGaussian<scalar_t>& g, const TileView& v, int64_t r0, int64_t r1,
+                               int64_t per_row, const Thresholds<scalar_t>& th) {
+        using S = Simd<scalar_t, kBytes>;
+        const int64_t n = collect_support_chunks<S::W>(g, v, r0, r1, per_row, visits.data());
+        for (int64_t i = 0; i < n; ++i) {
+            typename S::V al, gauss;
+            const typename S::M keep = eval_chunk<scalar_t, kBytes>(g, chunk_centres<scalar_t, kBytes>(visits[i].x_lane0),
+                                                                    static_cast<scalar_t>(visits[i].py), th, al, gauss);
+            store(alphas.data() + i * S::W, al);
+            store(gausses.data() + i * S::W, gauss);
+            store(keeps.data() + i * S::W, keep);
+        }
+        return n;
+    }
+    template <int kBytes>
+    CR_INLINE typename Simd<scalar_t, kBytes>::V alpha(int64_t i) const {
+        return load<typename Simd<scalar_t, kBytes>::V>(alphas.data() + i * Simd<scalar_t, kBytes>::W);
+    }
+    template <int kBytes>
+    CR_INLINE typename Simd<scalar_t, kBytes>::V gauss(int64_t i) const {
+        return load<typename Simd<scalar_t, kBytes>::V>(gausses.data() + i * Simd<scalar_t, kBytes>::W);
+    }
+    template <int kBytes>
+    CR_INLINE typename Simd<scalar_t, kBytes>::M keep(int64_t i) const {
+        return load<typename Simd<scalar_t, kBytes>::M>(keeps.data() + i * Simd<scalar_t, kBytes>::W);
+    }
+};
+
 // Whether to run the AVX2 clone of the tile kernels.
 inline bool use_avx2(Isa isa) {
     if (isa == Isa::kGeneric) return false;
