@@ -168,7 +168,6 @@ template <typename scalar_t, int kBytes, int kC>
 CR_INLINE void backward_tile_body(const TileView& v, const RasterInputs<scalar_t>& in,
                                   const BackwardInputs<scalar_t>& bi, BackwardScratch<scalar_t>& s,
                                   const TileSlots<scalar_t>& slots) {
-    constexpr int64_t W = Simd<scalar_t, kBytes>::W;
     const ChannelCount<kC> channels{in.channels};
     const int64_t per_row = s.layout.per_row;
     const int32_t longest = s.load(v, bi, in.grid, in.channels);
@@ -181,10 +180,11 @@ CR_INLINE void backward_tile_body(const TileView& v, const RasterInputs<scalar_t
         if (!tile_rows(g, v, r0, r1)) continue;
         const scalar_t* color = in.colors + static_cast<int64_t>(gid) * in.channels;
         GeoSums<typename Simd<scalar_t, kBytes>::V> geo;
-        const int64_t n_visits = s.evals.template evaluate<kBytes>(g, v, r0, r1, per_row, in.th);
+        // the chunks where g is before some pixel's last contributor and the pixels have upstream gradient
+        const int64_t n_visits = s.evals.template evaluate<kBytes>(g, v, r0, r1, per_row, in.th,
+                                                                   [&s, k](int64_t q) { return s.last_max[q] > k; });
         for (int64_t i = 0; i < n_visits; ++i) {  // then their gradients
             const ChunkVisit& cv = s.evals.visits[i];
-            if (s.last_max[cv.q] <= k) continue;
             backward_chunk<scalar_t, kBytes, kC>(s, g, color, channels, in.th, cv.q, cv.x_lane0,
                                                  static_cast<scalar_t>(cv.py), k, s.evals.template alpha<kBytes>(i),
                                                  s.evals.template gauss<kBytes>(i), s.evals.template keep<kBytes>(i), geo);

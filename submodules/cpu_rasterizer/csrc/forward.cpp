@@ -95,7 +95,6 @@ CR_INLINE int64_t composite_chunk(ForwardScratch<scalar_t>& s, const typename Si
 template <typename scalar_t, int kBytes, int kC>
 CR_INLINE void forward_tile_body(const TileView& v, const RasterInputs<scalar_t>& in, ForwardScratch<scalar_t>& s,
                                  const ForwardOutputs<scalar_t>& out) {
-    constexpr int64_t W = Simd<scalar_t, kBytes>::W;
     int64_t alive = s.reset(v);
     const ChannelCount<kC> channels{in.channels};
     const int64_t per_row = s.layout.per_row;
@@ -107,10 +106,12 @@ CR_INLINE void forward_tile_body(const TileView& v, const RasterInputs<scalar_t>
         int64_t r0, r1;
         if (!tile_rows(g, v, r0, r1)) continue;
         const scalar_t* color = in.colors + static_cast<int64_t>(gid) * in.channels;
-        const int64_t n_visits = s.evals.template evaluate<kBytes>(g, v, r0, r1, per_row, in.th);
+        // the chunks with pixels still compositing (a chunk is visited once per Gaussian, so this holds
+        // until it is composited below)
+        const int64_t n_visits =
+            s.evals.template evaluate<kBytes>(g, v, r0, r1, per_row, in.th, [&s](int64_t q) { return s.live[q] != 0; });
         for (int64_t i = 0; i < n_visits; ++i) {  // then composite them, each chunk's state in list order
             const int64_t q = s.evals.visits[i].q;
-            if (s.live[q] == 0) continue;
             const int64_t n = composite_chunk<scalar_t, kBytes, kC>(s, s.evals.template alpha<kBytes>(i),
                                                                 s.evals.template keep<kBytes>(i), color, channels,
                                                                 in.th, q, static_cast<int32_t>(k));

@@ -65,12 +65,13 @@ struct ChunkVisit {
     double py;
 };
 
-// Writes the `lanes`-pixel chunks of tile v, rows r0..r1, that g's support ellipse reaches to
-// visits[0, n) (row by row, left to right) and returns n. No per-row branches (they mispredict more
-// than the arithmetic costs): each row writes all its per_row candidates and keeps those in its span.
-template <int lanes, typename scalar_t>
+// Writes the `lanes`-pixel chunks of tile v, rows r0..r1, that g's support ellipse reaches and for which
+// wanted(q) holds to visits[0, n) (row by row, left to right) and returns n. No per-row branches (they
+// mispredict more than the arithmetic costs): each row writes all its per_row candidates and keeps those
+// in its span.
+template <int lanes, typename scalar_t, typename Wanted>
 CR_INLINE int64_t collect_support_chunks(const PackedGaussian<scalar_t>& g, const TileView& v, int64_t r0, int64_t r1,
-                                         int64_t per_row, ChunkVisit* visits) {
+                                         int64_t per_row, Wanted&& wanted, ChunkVisit* visits) {
     const SupportChords<scalar_t> chords(g);
     const double x0 = static_cast<double>(v.x0), cols = static_cast<double>(v.cols);
     int64_t n = 0;
@@ -80,33 +81,36 @@ CR_INLINE int64_t collect_support_chunks(const PackedGaussian<scalar_t>& g, cons
         chords.col_span(py, x0, cols, c0, c1);
         for (int64_t j = 0; j < per_row; ++j) {
             const double first = static_cast<double>(j * lanes), last = first + (lanes - 1);
-            visits[n] = {r * per_row + j, v.x0 + j * lanes, py};
-            n += (c0 <= c1) & (first <= c1) & (last >= c0);
+            const int64_t q = r * per_row + j;
+            visits[n] = {q, v.x0 + j * lanes, py};
+            n += (c0 <= c1) & (first <= c1) & (last >= c0) & wanted(q);
         }
     }
     return n;
 }
 
-// The support chunks of one Gaussian in one tile and their alphas, computed in a pass of their own before
-// the compositing (forward) or gradient (backward) pass walks them in order: the evaluations are
-// independent of each other, so the CPU overlaps their long exp chains. Per-thread, reused across tiles.
+// The support chunks of one Gaussian in one tile that still need it, and their alphas, computed in a pass of
+// their own before the compositing (forward) or gradient (backward) pass walks them in order: the
+// evaluations are independent of each other, so the CPU overlaps their long exp chains. Per-thread, reused
+// across tiles.
 template <typename scalar_t>
 struct SupportEvals {
     using Mask = typename SameSizeInt<scalar_t>::type;
-    std::vector<ChunkVisit> visits;  // [n] chunks the support reaches (one spare: see collect_support_chunks)
+    std::vector<ChunkVisit> visits;  // [n] chunks the support reaches
     std::vector<scalar_t> alphas;    // [n][lanes] alpha, 0 where the contract skips the Gaussian
     std::vector<scalar_t> gausses;   // [n][lanes] exp(power)
     std::vector<Mask> keeps;         // [n][lanes] kept lanes (-1 / 0)
 
     explicit SupportEvals(const ChunkLayout& layout)
-        : visits(layout.n_chunks + 1), alphas(layout.n_pixels()), gausses(layout.n_pixels()), keeps(layout.n_pixels()) {}
+        : visits(layout.n_chunks), alphas(layout.n_pixels()), gausses(layout.n_pixels()), keeps(layout.n_pixels()) {}
 
-    // Collects and evaluates g's support chunks in tile v, rows r0..r1; returns how many there are.
-    template <int kBytes>
+    // Collects and evaluates g's support chunks q in tile v, rows r0..r1, for which wanted(q) holds (the
+    // caller's chunks still compositing / with gradient to pass on); returns how many there are.
+    template <int kBytes, typename Wanted>
     CR_INLINE int64_t evaluate(const PackedGaussian<scalar_t>& g, const TileView& v, int64_t r0, int64_t r1,
-                               int64_t per_row, const Thresholds<scalar_t>& th) {
+                               int64_t per_row, const Thresholds<scalar_t>& th, Wanted&& wanted) {
         using S = Simd<scalar_t, kBytes>;
-        const int64_t n = collect_support_chunks<S::W>(g, v, r0, r1, per_row, visits.data());
+        const int64_t n = collect_support_chunks<S::W>(g, v, r0, r1, per_row, wanted, visits.data());
         for (int64_t i = 0; i < n; ++i) {
             typename S::V al, gauss;
             const typename S::M keep = eval_chunk<scalar_t, kBytes>(g, chunk_centres<scalar_t, kBytes>(visits[i].x_lane0),
