@@ -2,27 +2,13 @@
 // With ssim_binding.cpp, the only translation units that include torch.
 #include <torch/extension.h>
 
+#include "binding_checks.h"
 #include "projection.h"
 #include "rasterizer.h"
 #include "ssim_binding.h"
 
 namespace cpu_rasterizer {
 namespace {
-
-void check_cpu_contiguous(const torch::Tensor& t, const char* name) {
-    TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor (got ", t.device(), ")");
-    TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
-}
-
-void check_float(const torch::Tensor& t, const char* name, torch::ScalarType dtype) {
-    check_cpu_contiguous(t, name);
-    TORCH_CHECK(t.scalar_type() == dtype, name, " must be ", dtype, " like colors (got ", t.scalar_type(), ")");
-}
-
-void check_shape(const torch::Tensor& t, const char* name, std::initializer_list<int64_t> shape) {
-    TORCH_CHECK(t.sizes() == torch::IntArrayRef(shape), name, " must have shape ", torch::IntArrayRef(shape),
-                " (got ", t.sizes(), ")");
-}
 
 Grid checked_grid(int64_t width, int64_t height, int64_t tile) {
     TORCH_CHECK(width > 0 && height > 0, "image size must be positive (got ", width, "x", height, ")");
@@ -44,9 +30,7 @@ void check_geometry(const torch::Tensor& means2d, const torch::Tensor& conics, c
 // Checks shared by forward and backward; returns N.
 int64_t check_gaussians(const torch::Tensor& means2d, const torch::Tensor& conics, const torch::Tensor& opacities,
                         const torch::Tensor& colors) {
-    check_cpu_contiguous(colors, "colors");
-    TORCH_CHECK(colors.scalar_type() == torch::kFloat32 || colors.scalar_type() == torch::kFloat64,
-                "colors must be float32 or float64 (got ", colors.scalar_type(), ")");
+    check_floating(colors, "colors");
     TORCH_CHECK(colors.dim() == 2, "colors must be [N, C] (got ", colors.sizes(), ")");
     const int64_t n = colors.size(0);
     TORCH_CHECK(n < (int64_t(1) << 31), "too many Gaussians for int32 indices: ", n);
@@ -82,9 +66,7 @@ Thresholds<scalar_t> thresholds(double alpha_max, double alpha_min, double t_min
 
 // Depths as float64 sort keys (float32 -> double is exact: same order and ties).
 std::vector<double> depth_keys(const torch::Tensor& depths, int64_t n) {
-    check_cpu_contiguous(depths, "depths");
-    TORCH_CHECK(depths.scalar_type() == torch::kFloat32 || depths.scalar_type() == torch::kFloat64,
-                "depths must be float32 or float64 (got ", depths.scalar_type(), ")");
+    check_floating(depths, "depths");
     check_shape(depths, "depths", {n});
     std::vector<double> keys(static_cast<size_t>(n));
     AT_DISPATCH_FLOATING_TYPES(depths.scalar_type(), "cpu_rasterizer_depths", [&] {
@@ -116,9 +98,7 @@ std::vector<torch::Tensor> bin(const torch::Tensor& means2d, const torch::Tensor
                                const torch::Tensor& depths, int64_t width, int64_t height, int64_t tile,
                                double alpha_min) {
     const Grid grid = checked_grid(width, height, tile);
-    check_cpu_contiguous(means2d, "means2d");
-    TORCH_CHECK(means2d.scalar_type() == torch::kFloat32 || means2d.scalar_type() == torch::kFloat64,
-                "means2d must be float32 or float64 (got ", means2d.scalar_type(), ")");
+    check_floating(means2d, "means2d");
     TORCH_CHECK(means2d.dim() == 2, "means2d must be [N, 2] (got ", means2d.sizes(), ")");
     const int64_t n = means2d.size(0);
     check_geometry(means2d, conics, opacities, means2d.scalar_type(), n);
@@ -132,12 +112,6 @@ std::vector<torch::Tensor> bin(const torch::Tensor& means2d, const torch::Tensor
                                 b.out());
     });
     return {b.ids, b.offsets};
-}
-
-Isa checked_isa(int64_t isa) {
-    TORCH_CHECK(isa >= 0 && isa <= 2, "isa must be 0 (auto), 1 (generic) or 2 (avx2), got ", isa);
-    TORCH_CHECK(isa != 2 || avx2_supported(), "isa=2 (avx2) requested but this CPU has no AVX2");
-    return static_cast<Isa>(isa);
 }
 
 std::vector<torch::Tensor> forward(const torch::Tensor& means2d, const torch::Tensor& conics,
@@ -219,9 +193,7 @@ ProjectionSettings projection_settings(const std::vector<double>& constants, int
 
 // Checks means3d [N, 3], scales [N, 3], quats [N, 4] of one floating dtype; returns N.
 int64_t check_geometry3d(const torch::Tensor& means3d, const torch::Tensor& scales, const torch::Tensor& quats) {
-    check_cpu_contiguous(means3d, "means3d");
-    TORCH_CHECK(means3d.scalar_type() == torch::kFloat32 || means3d.scalar_type() == torch::kFloat64,
-                "means3d must be float32 or float64 (got ", means3d.scalar_type(), ")");
+    check_floating(means3d, "means3d");
     TORCH_CHECK(means3d.dim() == 2, "means3d must be [N, 3] (got ", means3d.sizes(), ")");
     const int64_t n = means3d.size(0);
     check_shape(means3d, "means3d", {n, 3});
@@ -317,9 +289,7 @@ ShSettings sh_settings(int64_t degree, const std::vector<double>& constants, dou
 
 // Checks sh [N, K, 3] (K >= (degree + 1)^2) and dirs [N, 3] of one floating dtype.
 void check_sh(const torch::Tensor& sh, const torch::Tensor& dirs, int64_t degree) {
-    check_cpu_contiguous(sh, "sh");
-    TORCH_CHECK(sh.scalar_type() == torch::kFloat32 || sh.scalar_type() == torch::kFloat64,
-                "sh must be float32 or float64 (got ", sh.scalar_type(), ")");
+    check_floating(sh, "sh");
     TORCH_CHECK(sh.dim() == 3 && sh.size(2) == 3 && sh.size(1) >= (degree + 1) * (degree + 1),
                 "sh must be [N, K, 3] with K >= (degree + 1)^2 = ", (degree + 1) * (degree + 1), " (got ", sh.sizes(),
                 ")");
