@@ -1,6 +1,8 @@
 """Photometric losses (optionally masked): L1, SSIM, the training colour loss (L1 + D-SSIM), depth L1."""
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
@@ -83,13 +85,19 @@ def l1_dssim_torch(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | No
     return (1.0 - lambda_dssim) * l1 + lambda_dssim * (1.0 - ssim(pred, gt, mask))
 
 
+@functools.lru_cache(maxsize=None)
+def _window_taps(dtype: torch.dtype) -> list[float]:
+    """The SSIM window's taps as the torch composition convolves with them (rounded to ``dtype``), for the
+    fused kernel; computed once per dtype instead of every training iteration."""
+    return _gaussian_kernel_1d("cpu", dtype).tolist()
+
+
 class _L1DssimCPU(torch.autograd.Function):
     """The fused C++ kernel: the loss and its gradient w.r.t. ``pred`` in one call."""
 
     @staticmethod
     def forward(ctx, pred, gt, mask, lambda_dssim, ext, threads, isa):
-        taps = _gaussian_kernel_1d(pred.device, pred.dtype).tolist()
-        loss, grad = ext.l1_dssim(pred, gt, mask, lambda_dssim, taps, SSIM_C1, SSIM_C2, ctx.needs_input_grad[0],
+        loss, grad = ext.l1_dssim(pred, gt, mask, lambda_dssim, _window_taps(pred.dtype), SSIM_C1, SSIM_C2, ctx.needs_input_grad[0],
                                   threads, isa)
         ctx.save_for_backward(grad)
         return loss
@@ -104,12 +112,12 @@ class _L1DssimCPU(torch.autograd.Function):
 def _cpu_backend_for(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None):
     """gaussian_renderer.backends.cpu_backend when its C++ extension can compute this loss (float CPU
     images, no gradient wanted for gt or mask, the extension built), else None."""
-    if pred.device.type != "cpu" or pred.dtype not in (torch.float32, torch.float64):
+    from gaussian_renderer.backends import cpu_backend
+
+    if pred.device.type != "cpu" or pred.dtype not in cpu_backend.KERNEL_DTYPES:
         return None
     if gt.requires_grad or (mask is not None and mask.requires_grad):
         return None
-    from gaussian_renderer.backends import cpu_backend
-
     return cpu_backend if cpu_backend.extension_available() else None
 
 

@@ -28,6 +28,12 @@ EXT_DIR = Path(__file__).resolve().parents[2] / "submodules" / "cpu_rasterizer"
 JIT_BUILD_DIR = EXT_DIR / "build" / "jit"
 JIT_MODULE_NAME = "cpu_rasterizer_jit"
 KERNEL_ISA = 0  # kernel instruction set: 0 = AVX2 when the CPU has it, 1 = portable build, 2 = AVX2 (tests set 1)
+KERNEL_DTYPES = (torch.float32, torch.float64)  # the dtypes the C++ kernels are built for
+
+
+def working_dtype(t: torch.Tensor) -> torch.dtype:
+    """The kernels' dtype for ``t``: its own when they are built for it, else float32."""
+    return t.dtype if t.dtype in KERNEL_DTYPES else torch.float32
 
 
 def _ensure_ninja_on_path() -> None:
@@ -169,7 +175,7 @@ def rasterize(means2d, conics, opacities, colors, depths, radii, width: int, hei
     """
     if _extension() is None:
         raise RuntimeError("the C++ CPU rasterizer is not available; use the torch backend")
-    dtype = colors.dtype if colors.dtype in (torch.float32, torch.float64) else torch.float32
+    dtype = working_dtype(colors)
     return _CompositeCPU.apply(
         means2d.to(dtype).contiguous(),
         conics.to(dtype).contiguous(),

@@ -15,7 +15,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from gaussian_renderer.backends.common import MAX_SUPPORT_SIGMAS
-from gaussian_renderer.backends.cpu_backend import _extension
+from gaussian_renderer.backends.cpu_backend import _extension, working_dtype
 from gaussian_renderer.projection import (COMPENSATION_FLOOR, EIGEN_GAP_FLOOR, EPS_2D, FRUSTUM_SLACK, NEAR_PLANE,
                                           SIGMA_EXTENT, Projected, project_gaussians)
 from utils.general_utils import NORM_EPS, normalize
@@ -25,10 +25,6 @@ from utils.sh_utils import SH_C0, SH_C1, SH_C2, SH_C3, eval_sh
 PROJECTION_CONSTANTS = [NEAR_PLANE, EPS_2D, FRUSTUM_SLACK, SIGMA_EXTENT, MAX_SUPPORT_SIGMAS, COMPENSATION_FLOOR,
                         EIGEN_GAP_FLOOR, NORM_EPS]
 SH_CONSTANTS = [SH_C0, SH_C1, *SH_C2, *SH_C3]
-
-
-def _working_dtype(t: torch.Tensor) -> torch.dtype:
-    return t.dtype if t.dtype in (torch.float32, torch.float64) else torch.float32
 
 
 class _ProjectCPU(torch.autograd.Function):
@@ -61,7 +57,7 @@ def project(means3d, scales, quats, viewmat, K, width: int, height: int, antiali
     """
     if viewmat.requires_grad or K.requires_grad:  # camera gradients: only the torch projection has them
         return project_gaussians(means3d, scales, quats, viewmat, K, width, height, antialiased=antialiased)
-    dtype = _working_dtype(means3d)
+    dtype = working_dtype(means3d)
     geometry = (t.to(dtype).contiguous() for t in (means3d, scales, quats))
     camera = (t.to(dtype).contiguous() for t in (viewmat, K))
     means2d, conics, depths, radii, compensation = _ProjectCPU.apply(
@@ -98,5 +94,5 @@ def sh_to_color(degree: int, sh: torch.Tensor, dirs: torch.Tensor) -> torch.Tens
     """
     if dirs.requires_grad:
         return eval_sh(degree, sh, normalize(dirs))
-    dtype = _working_dtype(sh)
+    dtype = working_dtype(sh)
     return _ShCPU.apply(int(degree), sh.to(dtype).contiguous(), dirs.to(dtype).contiguous(), torch.get_num_threads())
