@@ -5,6 +5,7 @@ minute, once); the tests skip with the reason when it cannot be built here.
 """
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import warnings
@@ -99,6 +100,18 @@ def test_matches_torch_backend(isa, kind, width, height, channels):
     sc = scene(kind, width, height, channels)
     assert_match(image_and_grads(cpu_backend.rasterize, sc, width, height),
                  image_and_grads(torch_backend.rasterize, sc, width, height))
+
+
+@pytest.mark.parametrize("tile", (5, 8, 24, 64, 256))
+@pytest.mark.parametrize("dtype", (torch.float32, torch.float64))
+def test_tile_sizes_match_torch_backend(isa, tile, dtype):
+    """Tiles of other sizes than 16: rows of one or of many SIMD chunks, partial chunks at the tile's
+    right edge, rows beyond the last multiple of the kernels' row batch, and a tile larger than the image."""
+    width, height = 70, 45
+    sc = [t.to(dtype) if t.is_floating_point() else t for t in scene("random", width, height, 3)]
+    cpu = functools.partial(cpu_backend.rasterize, tile=tile)
+    ref = functools.partial(torch_backend.rasterize, tile=tile)
+    assert_match(image_and_grads(cpu, sc, width, height), image_and_grads(ref, sc, width, height))
 
 
 def test_pixels_without_upstream_gradient(isa):

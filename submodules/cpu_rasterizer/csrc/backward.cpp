@@ -185,8 +185,9 @@ CR_INLINE void backward_tile_body(const TileView& v, const RasterInputs<scalar_t
                                                                    [&s, k](int64_t q) { return s.last_max[q] > k; });
         for (int64_t i = 0; i < n_visits; ++i) {  // then their gradients
             const ChunkVisit& cv = s.evals.visits[i];
-            backward_chunk<scalar_t, kBytes, kC>(s, g, color, channels, in.th, cv.q, cv.x_lane0,
-                                                 static_cast<scalar_t>(cv.py), k, s.evals.template alpha<kBytes>(i),
+            backward_chunk<scalar_t, kBytes, kC>(s, g, color, channels, in.th, cv.q,
+                                                 x_lane0<Simd<scalar_t, kBytes>::W>(v, cv, per_row),
+                                                 pixel_y<scalar_t>(v, cv), k, s.evals.template alpha<kBytes>(i),
                                                  s.evals.template gauss<kBytes>(i), s.evals.template keep<kBytes>(i), geo);
         }
         if (s.part.touched) {

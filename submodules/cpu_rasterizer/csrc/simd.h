@@ -26,6 +26,7 @@
 #endif
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>  // declares the AVX builtins used inside the AVX2 clone (any, Trans)
 #define CPU_RASTERIZER_X86 1
 #define CR_TARGET_AVX2 __attribute__((target("avx2")))
 #define CR_IF_X86(expr) (expr)  // an AVX2 kernel's address; nullptr where there are none
@@ -90,10 +91,21 @@ CR_INLINE V select(const M& mask, const V& a, const V& b) {
     return mask ? a : b;
 }
 
-// Whether any lane of a mask is set: OR the 16-byte pieces, then one movemask
-// (baseline SSE on x86-64) or a scalar OR elsewhere.
+// Whether any lane of a mask is set. A 32-byte mask (the AVX2 clone, which alone has them) is one
+// vmovmskps; narrower ones OR their 16-byte pieces, then one movemask (baseline SSE on x86-64), or a
+// scalar OR elsewhere.
 template <typename M>
 CR_INLINE bool any(const M& mask) {
+#if CPU_RASTERIZER_X86
+    typedef float F8 __attribute__((vector_size(32)));
+    typedef float F4 __attribute__((vector_size(16)));
+    if constexpr (sizeof(M) == sizeof(F8)) {
+        return __builtin_ia32_movmskps256((F8)mask) != 0;
+    } else {
+        static_assert(sizeof(M) == sizeof(F4), "16- or 32-byte masks");
+        return __builtin_ia32_movmskps((F4)mask) != 0;
+    }
+#else
     typedef int32_t I4 __attribute__((vector_size(16)));
     I4 acc{};
     for (size_t off = 0; off < sizeof(M); off += sizeof(I4)) {
@@ -101,10 +113,6 @@ CR_INLINE bool any(const M& mask) {
         std::memcpy(&piece, reinterpret_cast<const char*>(&mask) + off, sizeof(I4));
         acc |= piece;
     }
-#if CPU_RASTERIZER_X86
-    typedef float F4 __attribute__((vector_size(16)));
-    return __builtin_ia32_movmskps((F4)acc) != 0;
-#else
     return (acc[0] | acc[1] | acc[2] | acc[3]) != 0;
 #endif
 }
@@ -145,6 +153,33 @@ CR_INLINE V lane_index() {
     V v{};
     for (size_t i = 0; i < sizeof(V) / sizeof(v[0]); ++i) v[i] = static_cast<decltype(v[0] + 0)>(i);
     return v;
+}
+
+// Lane-wise sqrt, floor and ceil of a double vector (exact operations, so every lane equals the scalar
+// std:: result): one instruction each in the AVX2 clone, lane by lane elsewhere (SSE2 has no round).
+template <typename D>
+CR_INLINE D sqrt_lanes(D x) {
+#if CPU_RASTERIZER_X86
+    if constexpr (sizeof(D) == 32) return __builtin_ia32_sqrtpd256(x);
+#endif
+    for (size_t i = 0; i < sizeof(D) / sizeof(double); ++i) x[i] = std::sqrt(x[i]);
+    return x;
+}
+template <typename D>
+CR_INLINE D floor_lanes(D x) {
+#if CPU_RASTERIZER_X86
+    if constexpr (sizeof(D) == 32) return __builtin_ia32_roundpd256(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+#endif
+    for (size_t i = 0; i < sizeof(D) / sizeof(double); ++i) x[i] = std::floor(x[i]);
+    return x;
+}
+template <typename D>
+CR_INLINE D ceil_lanes(D x) {
+#if CPU_RASTERIZER_X86
+    if constexpr (sizeof(D) == 32) return __builtin_ia32_roundpd256(x, _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC);
+#endif
+    for (size_t i = 0; i < sizeof(D) / sizeof(double); ++i) x[i] = std::ceil(x[i]);
+    return x;
 }
 
 // e^x for x <= 0 (larger inputs are clamped to 0; callers discard them).

@@ -58,32 +58,54 @@ CR_INLINE bool tile_rows(const PackedGaussian<scalar_t>& g, const TileView& v, i
     return !g.bounded || pixel_range(static_cast<double>(g.mx), g.hx, v.x0, v.cols, c0, c1);
 }
 
-// One support chunk of a Gaussian: chunk index, image x of lane 0, pixel-centre y.
+// One support chunk of a Gaussian: its chunk index and tile row.
 struct ChunkVisit {
-    int64_t q;
-    int64_t x_lane0;
-    double py;
+    int32_t q;
+    int32_t r;
 };
 
+// Image column of a visited chunk's first lane, and its pixel-centre y.
+template <int lanes>
+CR_INLINE int64_t x_lane0(const TileView& v, const ChunkVisit& cv, int64_t per_row) {
+    return v.x0 + (cv.q - static_cast<int64_t>(cv.r) * per_row) * lanes;
+}
+template <typename scalar_t>
+CR_INLINE scalar_t pixel_y(const TileView& v, const ChunkVisit& cv) {
+    return static_cast<scalar_t>(static_cast<double>(v.y0 + cv.r) + 0.5);
+}
+
 // Writes the `lanes`-pixel chunks of tile v, rows r0..r1, that g's support ellipse reaches and for which
-// wanted(q) holds to visits[0, n) (row by row, left to right) and returns n. No per-row branches (they
-// mispredict more than the arithmetic costs): each row writes all its per_row candidates and keeps those
-// in its span.
-template <int lanes, typename scalar_t, typename Wanted>
+// wanted(q) holds to visits[0, n) (row by row, left to right) and returns n. The rows' spans are computed
+// kRows at a time in double vectors of kBytes; then each row writes all its per_row candidates and keeps
+// those in its chunk range, without per-row branches (they mispredict more than the arithmetic costs).
+template <int lanes, int kBytes, typename scalar_t, typename Wanted>
 CR_INLINE int64_t collect_support_chunks(const PackedGaussian<scalar_t>& g, const TileView& v, int64_t r0, int64_t r1,
                                          int64_t per_row, Wanted&& wanted, ChunkVisit* visits) {
+    using D = typename VecOf<double, kBytes>::type;
+    constexpr int kRows = kBytes / static_cast<int>(sizeof(double));
     const SupportChords<scalar_t> chords(g);
     const double x0 = static_cast<double>(v.x0), cols = static_cast<double>(v.cols);
+    const D row_step = lane_index<D>();
     int64_t n = 0;
-    for (int64_t r = r0; r <= r1; ++r) {
-        const double py = static_cast<double>(v.y0 + r) + 0.5;
-        double c0, c1;
-        chords.col_span(py, x0, cols, c0, c1);
-        for (int64_t j = 0; j < per_row; ++j) {
-            const double first = static_cast<double>(j * lanes), last = first + (lanes - 1);
-            const int64_t q = r * per_row + j;
-            visits[n] = {q, v.x0 + j * lanes, py};
-            n += (c0 <= c1) & (first <= c1) & (last >= c0) & wanted(q);
+    for (int64_t rb = r0; rb <= r1; rb += kRows) {
+        const D py = (row_step + static_cast<double>(v.y0 + rb)) + 0.5;
+        D c0, c1;
+        chords.col_spans(py, x0, cols, c0, c1);
+        // chunk j holds columns [lanes j, lanes j + lanes - 1]: it meets [c0, c1] (integers, c0 >= 0) iff
+        // floor(c0 / lanes) <= j <= floor(c1 / lanes); an empty span (c0 > c1) gets an empty range
+        constexpr double kInvLanes = 1.0 / lanes;
+        const D j_lo = floor_lanes(c0 * kInvLanes);
+        const D j_hi = select(c0 <= c1, floor_lanes(c1 * kInvLanes), D{} - 1.0);
+        const int64_t rows = std::min<int64_t>(kRows, r1 - rb + 1);
+        for (int64_t i = 0; i < rows; ++i) {
+            const int64_t r = rb + i;
+            const double lo = j_lo[i], hi = j_hi[i];
+            for (int64_t j = 0; j < per_row; ++j) {
+                const int64_t q = r * per_row + j;
+                const double jd = static_cast<double>(j);
+                visits[n] = {static_cast<int32_t>(q), static_cast<int32_t>(r)};
+                n += (jd >= lo) & (jd <= hi) & wanted(q);
+            }
         }
     }
     return n;
@@ -110,11 +132,12 @@ struct SupportEvals {
     CR_INLINE int64_t evaluate(const PackedGaussian<scalar_t>& g, const TileView& v, int64_t r0, int64_t r1,
                                int64_t per_row, const Thresholds<scalar_t>& th, Wanted&& wanted) {
         using S = Simd<scalar_t, kBytes>;
-        const int64_t n = collect_support_chunks<S::W>(g, v, r0, r1, per_row, wanted, visits.data());
+        const int64_t n = collect_support_chunks<S::W, kBytes>(g, v, r0, r1, per_row, wanted, visits.data());
         for (int64_t i = 0; i < n; ++i) {
             typename S::V al, gauss;
-            const typename S::M keep = eval_chunk<scalar_t, kBytes>(g, chunk_centres<scalar_t, kBytes>(visits[i].x_lane0),
-                                                                    static_cast<scalar_t>(visits[i].py), th, al, gauss);
+            const ChunkVisit& cv = visits[i];
+            const typename S::M keep = eval_chunk<scalar_t, kBytes>(g, chunk_centres<scalar_t, kBytes>(x_lane0<S::W>(v, cv, per_row)),
+                                                                    pixel_y<scalar_t>(v, cv), th, al, gauss);
             store(alphas.data() + i * S::W, al);
             store(gausses.data() + i * S::W, gauss);
             store(keeps.data() + i * S::W, keep);

@@ -17,8 +17,10 @@ namespace cpu_rasterizer {
 // Packed Gaussian: parameters in the working precision plus the bounding
 // ellipse of the pixels where alpha can reach alpha_min.
 // ---------------------------------------------------------------------------
+// One cache line each (64 bytes for float): unaligned, most would straddle two lines, and the
+// tile loops' prefetch fetches only the first.
 template <typename scalar_t>
-struct PackedGaussian {
+struct alignas(64) PackedGaussian {
     scalar_t mx, my, a, b, c, o;
     double q2;    // a dx^2 + 2 b dx dy + c dy^2 <= q2 holds for every pixel that can pass alpha_min
     double det;   // a c - b^2 (double)
@@ -103,23 +105,26 @@ struct SupportChords {
         : mx(g.mx), my(g.my), inv_a(1.0 / static_cast<double>(g.a)), slope(static_cast<double>(g.b) * inv_a),
           qa(g.q2 * static_cast<double>(g.a)), det(g.det), bounded(g.bounded) {}
 
-    // Columns [c0, c1] of the row at pixel-centre y = py, as doubles, without branches (data-dependent
-    // branches per row cost more than the arithmetic); c0 > c1 when the row misses the support.
-    CR_INLINE void col_span(double py, double x_origin, double n_cols, double& c0, double& c1) const {
+    // Columns [c0, c1] of the rows at pixel-centre y = py, one row per lane of a double vector D, as
+    // doubles, without branches (data-dependent branches per row cost more than the arithmetic); c0 > c1
+    // where a row misses the support.
+    template <typename D>
+    CR_INLINE void col_spans(const D& py, double x_origin, double n_cols, D& c0, D& c1) const {
+        const D zero{};
         if (!bounded) {
-            c0 = 0.0;
-            c1 = n_cols - 1.0;
+            c0 = zero;
+            c1 = zero + (n_cols - 1.0);
             return;
         }
-        const double dy = my - py;
-        const double disc = qa - det * dy * dy;
-        const double half = std::sqrt(std::max(disc, 0.0)) * inv_a;
-        const double centre = mx + slope * dy - 0.5 - x_origin;
+        const D dy = my - py;
+        const D disc = qa - det * dy * dy;
+        const D half = sqrt_lanes(select(disc < 0.0, zero, disc)) * inv_a;  // as std::max(disc, 0.0)
+        const D centre = mx + slope * dy - 0.5 - x_origin;
         // written so that a NaN end (inf - inf for an extreme conic) widens the span to the tile's edge
-        const double lo = std::ceil(centre - half - kSpanMarginPx), hi = std::floor(centre + half + kSpanMarginPx);
-        c0 = lo > 0.0 ? lo : 0.0;
-        c1 = hi < n_cols - 1.0 ? hi : n_cols - 1.0;
-        c1 = disc >= 0.0 ? c1 : -1.0;
+        const D lo = ceil_lanes(centre - half - kSpanMarginPx), hi = floor_lanes(centre + half + kSpanMarginPx);
+        c0 = select(lo > 0.0, lo, zero);
+        c1 = select(hi < n_cols - 1.0, hi, zero + (n_cols - 1.0));
+        c1 = select(disc >= 0.0, c1, zero - 1.0);
     }
 };
 

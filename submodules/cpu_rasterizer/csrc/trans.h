@@ -53,11 +53,25 @@ struct Trans<float, kBytes> {
         return v;
 #endif
     }
+    // float -> double lanes. GCC lowers __builtin_convertvector of 4 floats to 4 doubles as two-lane
+    // pieces; in the AVX2 clone one vcvtps2pd does all four (same values).
+    static CR_INLINE D to_double(const F& f) {
+#if CPU_RASTERIZER_X86
+        if constexpr (kHalf == 4) return __builtin_ia32_cvtps2pd256(f);
+#endif
+        return __builtin_convertvector(f, D);
+    }
+    static CR_INLINE F to_float(const D& d) {  // rounded to nearest
+#if CPU_RASTERIZER_X86
+        if constexpr (kHalf == 4) return __builtin_ia32_cvtpd2ps256(d);
+#endif
+        return __builtin_convertvector(d, F);
+    }
     static CR_INLINE void widen(const V& v, D& lo, D& hi) {
         F a, b;
         split(v, a, b);
-        lo = __builtin_convertvector(a, D);
-        hi = __builtin_convertvector(b, D);
+        lo = to_double(a);
+        hi = to_double(b);
     }
 
     static CR_INLINE T load(const double* p) { return {cpu_rasterizer::load<D>(p), cpu_rasterizer::load<D>(p + kHalf)}; }
@@ -76,7 +90,7 @@ struct Trans<float, kBytes> {
         return {t.lo / lo, t.hi / hi};
     }
     static CR_INLINE V narrow(const T& t) {  // (float) t, rounded to nearest
-        return concat(__builtin_convertvector(t.lo, F), __builtin_convertvector(t.hi, F));
+        return concat(to_float(t.lo), to_float(t.hi));
     }
 };
 
