@@ -113,8 +113,8 @@ def test_deformation_starts_as_identity_and_moves_with_weights():
     assert torch.allclose(xyz, m.get_xyz) and torch.allclose(s, m.get_scaling) and torch.allclose(q, m.get_rotation)
     with torch.no_grad():
         m.params["deform"][:, 2, 0] = 1.0  # bump centred at t = 0.5 moves x
-    assert float((m.geometry_at(0.5)[0] - m.get_xyz)[:, 0].mean()) == pytest.approx(1.0, rel=1e-5)
-    assert float((m.geometry_at(0.0)[0] - m.get_xyz)[:, 0].abs().max()) < 0.02
+    assert float((m.geometry_at(0.5)[0] - m.get_xyz)[:, 0].mean().detach()) == pytest.approx(1.0, rel=1e-5)
+    assert float((m.geometry_at(0.0)[0] - m.get_xyz)[:, 0].abs().max().detach()) < 0.02
 
 
 def test_deform_offsets_are_the_sum_of_weighted_bumps():
@@ -126,6 +126,28 @@ def test_deform_offsets_are_the_sum_of_weighted_bumps():
     brute = sum(phi[b] * w[:, b] for b in range(5))
     torch.testing.assert_close(torch.cat(deform_offsets(w, 0.37), dim=1), brute, rtol=1e-14, atol=1e-15)
     assert torch.autograd.gradcheck(lambda x: torch.cat(deform_offsets(x, 0.37), dim=1), [w.requires_grad_(True)])
+
+
+def test_bump_activations_are_cut_before_subnormal_values():
+    """Far bumps are exactly 0 (below BUMP_CUTOFF), never subnormal (slow CPU arithmetic); the others are the
+    plain Gaussian bumps."""
+    from scene.deformation import BUMP_CUTOFF, bump_activations
+
+    for dtype in (torch.float32, torch.float64):
+        for num_basis in (2, 17, 40):
+            centers = torch.linspace(0.0, 1.0, num_basis, dtype=torch.float64)
+            for t in torch.linspace(0.0, 1.0, 97).tolist():
+                phi = bump_activations(t, num_basis, "cpu", dtype)
+                exact = torch.exp(-(((t - centers) * max(num_basis - 1, 1)) ** 2))
+                assert torch.all((phi == 0) | (phi >= torch.finfo(dtype).tiny))
+                # the cut and the values, up to the rounding of the centres and of (t - c) / sigma in dtype: x^2
+                # (x <= ~4.1 before the cut) moves by about 2 x (B - 1) eps
+                rtol = 16 * num_basis * torch.finfo(dtype).eps
+                clear = (exact - BUMP_CUTOFF).abs() > rtol * BUMP_CUTOFF
+                assert torch.all(((phi == 0) == (exact < BUMP_CUTOFF))[clear])
+                torch.testing.assert_close(phi.double()[clear], torch.where(exact < BUMP_CUTOFF, 0.0, exact)[clear],
+                                           rtol=rtol, atol=0.0)
+            assert bump_activations(0.0, num_basis, "cpu", dtype).max() == 1.0
 
 
 def test_subset_model():
