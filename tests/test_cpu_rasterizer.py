@@ -230,6 +230,11 @@ def test_input_validation(ext):
         call(radii=radii.long())
     with pytest.raises(RuntimeError, match="opacities"):
         call(opacities=opacities[:5])
+    # thresholds outside the contract's ranges (alpha_min must stay > 0 in float32 too)
+    for bad in (dict(alpha_min=0.0), dict(alpha_min=1e-50), dict(alpha_min=0.5, alpha_max=0.4), dict(alpha_max=1.5),
+                dict(t_min=1.0), dict(t_min=-0.1)):
+        with pytest.raises(RuntimeError, match="alpha_min <= alpha_max|t_min must be"):
+            ext.forward(means2d, conics, opacities, colors, depths, radii, *dict(args, **bad).values())
 
 
 def test_registry_picks_cpu_backend(ext):

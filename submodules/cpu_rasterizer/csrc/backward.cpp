@@ -92,13 +92,12 @@ struct BackwardScratch {
     }
 };
 
-// Gradients of Gaussian g (list position k) over chunk q, given its alphas `al`, exp(power) `gauss` and kept lanes.
+// Gradients of Gaussian g (list position k) over chunk q, given its alphas `al` (0 on lanes it skips) and exp(power) `gauss`.
 template <typename scalar_t, int kBytes, int kC>
 CR_INLINE void backward_chunk(BackwardScratch<scalar_t>& s, const PackedGaussian<scalar_t>& g,
                               const scalar_t* color, ChannelCount<kC> channels, const Thresholds<scalar_t>& th, int64_t q,
                               int64_t x_first, scalar_t py, int32_t k, const typename Simd<scalar_t, kBytes>::V& al,
                               const typename Simd<scalar_t, kBytes>::V& gauss,
-                              const typename Simd<scalar_t, kBytes>::M& keep,
                               GeoSums<typename Simd<scalar_t, kBytes>::V>& geo) {
     using S = Simd<scalar_t, kBytes>;
     using V = typename S::V;
@@ -106,7 +105,7 @@ CR_INLINE void backward_chunk(BackwardScratch<scalar_t>& s, const PackedGaussian
     using TR = Trans<scalar_t, kBytes>;
     const int64_t o = q * S::W, plane = s.layout.n_pixels();
     const V px = chunk_centres<scalar_t, kBytes>(x_first);
-    const M active = keep & mask_of<M>(load<typename S::I>(s.last.data() + o) > k);
+    const M active = kept<scalar_t, kBytes>(al) & mask_of<M>(load<typename S::I>(s.last.data() + o) > k);
     if (!any(active)) return;
     Partial<scalar_t>& part = s.part;
     part.touched = true;
@@ -181,14 +180,14 @@ CR_INLINE void backward_tile_body(const TileView& v, const RasterInputs<scalar_t
         const scalar_t* color = in.colors + static_cast<int64_t>(gid) * in.channels;
         GeoSums<typename Simd<scalar_t, kBytes>::V> geo;
         // the chunks where g is before some pixel's last contributor and the pixels have upstream gradient
-        const int64_t n_visits = s.evals.template evaluate<kBytes>(g, v, r0, r1, per_row, in.th,
+        const int64_t n_visits = s.evals.template evaluate<kBytes, true>(g, v, r0, r1, per_row, in.th,
                                                                    [&s, k](int64_t q) { return s.last_max[q] > k; });
         for (int64_t i = 0; i < n_visits; ++i) {  // then their gradients
             const ChunkVisit& cv = s.evals.visits[i];
             backward_chunk<scalar_t, kBytes, kC>(s, g, color, channels, in.th, cv.q,
                                                  x_lane0<Simd<scalar_t, kBytes>::W>(v, cv, per_row),
                                                  pixel_y<scalar_t>(v, cv), k, s.evals.template alpha<kBytes>(i),
-                                                 s.evals.template gauss<kBytes>(i), s.evals.template keep<kBytes>(i), geo);
+                                                 s.evals.template gauss<kBytes>(i), geo);
         }
         if (s.part.touched) {
             commit<scalar_t, kBytes, kC>(geo, s.part, k, channels, slots);

@@ -61,7 +61,14 @@ GaussianArrays<scalar_t> arrays(const torch::Tensor& means2d, const torch::Tenso
 
 template <typename scalar_t>
 Thresholds<scalar_t> thresholds(double alpha_max, double alpha_min, double t_min) {
-    return {static_cast<scalar_t>(alpha_max), static_cast<scalar_t>(alpha_min), static_cast<scalar_t>(t_min)};
+    const Thresholds<scalar_t> th{static_cast<scalar_t>(alpha_max), static_cast<scalar_t>(alpha_min),
+                                  static_cast<scalar_t>(t_min)};
+    // alpha_min > 0 in the working precision: the tile kernels tell a skipped lane by its alpha of 0
+    TORCH_CHECK(th.alpha_min > 0 && th.alpha_min <= th.alpha_max && th.alpha_max <= 1,
+                "thresholds must satisfy 0 < alpha_min <= alpha_max <= 1 (got alpha_min=", alpha_min,
+                ", alpha_max=", alpha_max, ")");
+    TORCH_CHECK(th.t_min >= 0 && th.t_min < 1, "t_min must be in [0, 1) (got ", t_min, ")");
+    return th;
 }
 
 // Depths as float64 sort keys (float32 -> double is exact: same order and ties).

@@ -51,18 +51,18 @@ struct ForwardScratch {
     }
 };
 
-// Composite Gaussian g (list position k) with alphas `al` (kept lanes `keep`) over chunk q; returns the
+// Composite Gaussian g (list position k) with alphas `al` (0 on lanes it skips) over chunk q; returns the
 // number of pixels that terminated.
 template <typename scalar_t, int kBytes, int kC>
 CR_INLINE int64_t composite_chunk(ForwardScratch<scalar_t>& s, const typename Simd<scalar_t, kBytes>::V& al,
-                                  const typename Simd<scalar_t, kBytes>::M& keep, const scalar_t* color,
+                                  const scalar_t* color,
                                   ChannelCount<kC> channels, const Thresholds<scalar_t>& th, int64_t q, int32_t k) {
     using S = Simd<scalar_t, kBytes>;
     using V = typename S::V;
     using M = typename S::M;
     using TR = Trans<scalar_t, kBytes>;
     const int64_t o = q * S::W;
-    const M active = keep & ~load<M>(s.done.data() + o);
+    const M active = kept<scalar_t, kBytes>(al) & ~load<M>(s.done.data() + o);
     if (!any(active)) return 0;
     const typename TR::T t_before = TR::load(s.trans.data() + o);
     const V al_active = select(active, al, V{});
@@ -109,11 +109,11 @@ CR_INLINE void forward_tile_body(const TileView& v, const RasterInputs<scalar_t>
         // the chunks with pixels still compositing (a chunk is visited once per Gaussian, so this holds
         // until it is composited below)
         const int64_t n_visits =
-            s.evals.template evaluate<kBytes>(g, v, r0, r1, per_row, in.th, [&s](int64_t q) { return s.live[q] != 0; });
+            s.evals.template evaluate<kBytes, false>(g, v, r0, r1, per_row, in.th, [&s](int64_t q) { return s.live[q] != 0; });
         for (int64_t i = 0; i < n_visits; ++i) {  // then composite them, each chunk's state in list order
             const int64_t q = s.evals.visits[i].q;
             const int64_t n = composite_chunk<scalar_t, kBytes, kC>(s, s.evals.template alpha<kBytes>(i),
-                                                                s.evals.template keep<kBytes>(i), color, channels,
+                                                                color, channels,
                                                                 in.th, q, static_cast<int32_t>(k));
             s.live[q] -= n;
             alive -= n;

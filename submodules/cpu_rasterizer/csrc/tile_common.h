@@ -114,21 +114,21 @@ CR_INLINE int64_t collect_support_chunks(const PackedGaussian<scalar_t>& g, cons
 // The support chunks of one Gaussian in one tile that still need it, and their alphas, computed in a pass of
 // their own before the compositing (forward) or gradient (backward) pass walks them in order: the
 // evaluations are independent of each other, so the CPU overlaps their long exp chains. Per-thread, reused
-// across tiles.
+// across tiles. A lane is kept (the contract does not skip the Gaussian there) exactly where its alpha is
+// not 0: kept alphas are >= alpha_min > 0 (checked in bindings.cpp), skipped ones are stored as 0.
 template <typename scalar_t>
 struct SupportEvals {
-    using Mask = typename SameSizeInt<scalar_t>::type;
     std::vector<ChunkVisit> visits;  // [n] chunks the support reaches
     std::vector<scalar_t> alphas;    // [n][lanes] alpha, 0 where the contract skips the Gaussian
-    std::vector<scalar_t> gausses;   // [n][lanes] exp(power)
-    std::vector<Mask> keeps;         // [n][lanes] kept lanes (-1 / 0)
+    std::vector<scalar_t> gausses;   // [n][lanes] exp(power) (backward only)
 
     explicit SupportEvals(const ChunkLayout& layout)
-        : visits(layout.n_chunks), alphas(layout.n_pixels()), gausses(layout.n_pixels()), keeps(layout.n_pixels()) {}
+        : visits(layout.n_chunks), alphas(layout.n_pixels()), gausses(layout.n_pixels()) {}
 
     // Collects and evaluates g's support chunks q in tile v, rows r0..r1, for which wanted(q) holds (the
-    // caller's chunks still compositing / with gradient to pass on); returns how many there are.
-    template <int kBytes, typename Wanted>
+    // caller's chunks still compositing / with gradient to pass on); returns how many there are. kGauss:
+    // also keep exp(power).
+    template <int kBytes, bool kGauss, typename Wanted>
     CR_INLINE int64_t evaluate(const PackedGaussian<scalar_t>& g, const TileView& v, int64_t r0, int64_t r1,
                                int64_t per_row, const Thresholds<scalar_t>& th, Wanted&& wanted) {
         using S = Simd<scalar_t, kBytes>;
@@ -136,11 +136,10 @@ struct SupportEvals {
         for (int64_t i = 0; i < n; ++i) {
             typename S::V al, gauss;
             const ChunkVisit& cv = visits[i];
-            const typename S::M keep = eval_chunk<scalar_t, kBytes>(g, chunk_centres<scalar_t, kBytes>(x_lane0<S::W>(v, cv, per_row)),
-                                                                    pixel_y<scalar_t>(v, cv), th, al, gauss);
+            eval_chunk<scalar_t, kBytes>(g, chunk_centres<scalar_t, kBytes>(x_lane0<S::W>(v, cv, per_row)),
+                                         pixel_y<scalar_t>(v, cv), th, al, gauss);
             store(alphas.data() + i * S::W, al);
-            store(gausses.data() + i * S::W, gauss);
-            store(keeps.data() + i * S::W, keep);
+            if constexpr (kGauss) store(gausses.data() + i * S::W, gauss);
         }
         return n;
     }
@@ -152,11 +151,13 @@ struct SupportEvals {
     CR_INLINE typename Simd<scalar_t, kBytes>::V gauss(int64_t i) const {
         return load<typename Simd<scalar_t, kBytes>::V>(gausses.data() + i * Simd<scalar_t, kBytes>::W);
     }
-    template <int kBytes>
-    CR_INLINE typename Simd<scalar_t, kBytes>::M keep(int64_t i) const {
-        return load<typename Simd<scalar_t, kBytes>::M>(keeps.data() + i * Simd<scalar_t, kBytes>::W);
-    }
 };
+
+// Lanes where the Gaussian is kept: alpha != 0 (see SupportEvals).
+template <typename scalar_t, int kBytes>
+CR_INLINE typename Simd<scalar_t, kBytes>::M kept(const typename Simd<scalar_t, kBytes>::V& alpha) {
+    return alpha != scalar_t(0);
+}
 
 // Whether to run the AVX2 clone of the tile kernels.
 inline bool use_avx2(Isa isa) {

@@ -153,15 +153,13 @@ CR_INLINE bool ellipse_meets_rect(const PackedGaussian<scalar_t>& g, double x0, 
     return best <= g.q2;
 }
 
-// alpha of g at the pixel centres (px[i], py) of a row chunk, 0 where the
-// contract skips the Gaussian; gauss = exp(power) for the backward pass. Same
-// float operations, in the same order, as the torch reference.
+// alpha of g at the pixel centres (px[i], py) of a row chunk, 0 where the contract skips the Gaussian (its
+// alpha >= alpha_min > 0 elsewhere); gauss = exp(power) for the backward pass. Same float operations, in the
+// same order, as the torch reference.
 template <typename scalar_t, int kBytes>
-CR_INLINE typename Simd<scalar_t, kBytes>::M eval_chunk(const PackedGaussian<scalar_t>& g,
-                                                        const typename Simd<scalar_t, kBytes>::V& px, scalar_t py,
-                                                        const Thresholds<scalar_t>& th,
-                                                        typename Simd<scalar_t, kBytes>::V& alpha,
-                                                        typename Simd<scalar_t, kBytes>::V& gauss) {
+CR_INLINE void eval_chunk(const PackedGaussian<scalar_t>& g,
+                          const typename Simd<scalar_t, kBytes>::V& px, scalar_t py, const Thresholds<scalar_t>& th,
+                          typename Simd<scalar_t, kBytes>::V& alpha, typename Simd<scalar_t, kBytes>::V& gauss) {
     using V = typename Simd<scalar_t, kBytes>::V;
     using M = typename Simd<scalar_t, kBytes>::M;
     const scalar_t dy = g.my - py;
@@ -174,7 +172,6 @@ CR_INLINE typename Simd<scalar_t, kBytes>::M eval_chunk(const PackedGaussian<sca
     const V al = select(raw > th.alpha_max, V{} + th.alpha_max, raw);
     const M keep = (power <= scalar_t(0)) & (al >= th.alpha_min);
     alpha = select(keep, al, V{});
-    return keep;
 }
 
 // Pixel-centre x coordinates of the chunk starting at image column x_first.
