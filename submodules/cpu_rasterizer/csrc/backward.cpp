@@ -92,7 +92,8 @@ struct BackwardScratch {
     }
 };
 
-// Gradients of Gaussian g (list position k) over chunk q, given its alphas `al` (0 on lanes it skips) and exp(power) `gauss`.
+// Gradients of Gaussian g (list position k) over chunk q, given its alphas `al` (0 on lanes it skips) and
+// exp(power) `gauss`.
 template <typename scalar_t, int kBytes, int kC>
 CR_INLINE void backward_chunk(BackwardScratch<scalar_t>& s, const PackedGaussian<scalar_t>& g,
                               const scalar_t* color, ChannelCount<kC> channels, const Thresholds<scalar_t>& th, int64_t q,

@@ -108,13 +108,13 @@ CR_INLINE void forward_tile_body(const TileView& v, const RasterInputs<scalar_t>
         const scalar_t* color = in.colors + static_cast<int64_t>(gid) * in.channels;
         // the chunks with pixels still compositing (a chunk is visited once per Gaussian, so this holds
         // until it is composited below)
+        const auto still_compositing = [&s](int64_t q) { return s.live[q] != 0; };
         const int64_t n_visits =
-            s.evals.template evaluate<kBytes, false>(g, v, r0, r1, per_row, in.th, [&s](int64_t q) { return s.live[q] != 0; });
+            s.evals.template evaluate<kBytes, false>(g, v, r0, r1, per_row, in.th, still_compositing);
         for (int64_t i = 0; i < n_visits; ++i) {  // then composite them, each chunk's state in list order
             const int64_t q = s.evals.visits[i].q;
-            const int64_t n = composite_chunk<scalar_t, kBytes, kC>(s, s.evals.template alpha<kBytes>(i),
-                                                                color, channels,
-                                                                in.th, q, static_cast<int32_t>(k));
+            const int64_t n = composite_chunk<scalar_t, kBytes, kC>(s, s.evals.template alpha<kBytes>(i), color,
+                                                                channels, in.th, q, static_cast<int32_t>(k));
             s.live[q] -= n;
             alive -= n;
         }

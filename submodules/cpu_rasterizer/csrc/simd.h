@@ -155,30 +155,25 @@ CR_INLINE V lane_index() {
     return v;
 }
 
-// Lane-wise sqrt, floor and ceil of a double vector (exact operations, so every lane equals the scalar
-// std:: result): one instruction each in the AVX2 clone, lane by lane elsewhere (SSE2 has no round).
-template <typename D>
-CR_INLINE D sqrt_lanes(D x) {
+// Lane-wise sqrt, floor or ceil of a double vector (exact operations, so every lane equals the scalar
+// std:: result): one instruction in the AVX2 clone, lane by lane elsewhere (SSE2 has no round).
+enum class LaneOp { kSqrt, kFloor, kCeil };
+
+template <LaneOp op, typename D>
+CR_INLINE D lanewise(D x) {
 #if CPU_RASTERIZER_X86
-    if constexpr (sizeof(D) == 32) return __builtin_ia32_sqrtpd256(x);
+    if constexpr (sizeof(D) == 32) {
+        if constexpr (op == LaneOp::kSqrt) {
+            return __builtin_ia32_sqrtpd256(x);
+        } else {
+            constexpr int kDirection = op == LaneOp::kFloor ? _MM_FROUND_TO_NEG_INF : _MM_FROUND_TO_POS_INF;
+            constexpr int kMode = kDirection | _MM_FROUND_NO_EXC;
+            return __builtin_ia32_roundpd256(x, kMode);
+        }
+    }
 #endif
-    for (size_t i = 0; i < sizeof(D) / sizeof(double); ++i) x[i] = std::sqrt(x[i]);
-    return x;
-}
-template <typename D>
-CR_INLINE D floor_lanes(D x) {
-#if CPU_RASTERIZER_X86
-    if constexpr (sizeof(D) == 32) return __builtin_ia32_roundpd256(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-#endif
-    for (size_t i = 0; i < sizeof(D) / sizeof(double); ++i) x[i] = std::floor(x[i]);
-    return x;
-}
-template <typename D>
-CR_INLINE D ceil_lanes(D x) {
-#if CPU_RASTERIZER_X86
-    if constexpr (sizeof(D) == 32) return __builtin_ia32_roundpd256(x, _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC);
-#endif
-    for (size_t i = 0; i < sizeof(D) / sizeof(double); ++i) x[i] = std::ceil(x[i]);
+    for (size_t i = 0; i < sizeof(D) / sizeof(double); ++i)
+        x[i] = op == LaneOp::kSqrt ? std::sqrt(x[i]) : op == LaneOp::kFloor ? std::floor(x[i]) : std::ceil(x[i]);
     return x;
 }
 

@@ -94,8 +94,8 @@ CR_INLINE int64_t collect_support_chunks(const PackedGaussian<scalar_t>& g, cons
         // chunk j holds columns [lanes j, lanes j + lanes - 1]: it meets [c0, c1] (integers, c0 >= 0) iff
         // floor(c0 / lanes) <= j <= floor(c1 / lanes); an empty span (c0 > c1) gets an empty range
         constexpr double kInvLanes = 1.0 / lanes;
-        const D j_lo = floor_lanes(c0 * kInvLanes);
-        const D j_hi = select(c0 <= c1, floor_lanes(c1 * kInvLanes), D{} - 1.0);
+        const D j_lo = lanewise<LaneOp::kFloor>(c0 * kInvLanes);
+        const D j_hi = select(c0 <= c1, lanewise<LaneOp::kFloor>(c1 * kInvLanes), D{} - 1.0);
         const int64_t rows = std::min<int64_t>(kRows, r1 - rb + 1);
         for (int64_t i = 0; i < rows; ++i) {
             const int64_t r = rb + i;

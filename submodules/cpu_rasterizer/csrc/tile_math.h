@@ -118,10 +118,11 @@ struct SupportChords {
         }
         const D dy = my - py;
         const D disc = qa - det * dy * dy;
-        const D half = sqrt_lanes(select(disc < 0.0, zero, disc)) * inv_a;  // as std::max(disc, 0.0)
+        const D half = lanewise<LaneOp::kSqrt>(select(disc < 0.0, zero, disc)) * inv_a;  // as std::max(disc, 0.0)
         const D centre = mx + slope * dy - 0.5 - x_origin;
         // written so that a NaN end (inf - inf for an extreme conic) widens the span to the tile's edge
-        const D lo = ceil_lanes(centre - half - kSpanMarginPx), hi = floor_lanes(centre + half + kSpanMarginPx);
+        const D lo = lanewise<LaneOp::kCeil>(centre - half - kSpanMarginPx);
+        const D hi = lanewise<LaneOp::kFloor>(centre + half + kSpanMarginPx);
         c0 = select(lo > 0.0, lo, zero);
         c1 = select(hi < n_cols - 1.0, hi, zero + (n_cols - 1.0));
         c1 = select(disc >= 0.0, c1, zero - 1.0);
