@@ -86,16 +86,17 @@ def render(
     out, alpha = engine.rasterize(means2d, proj.conics, opacities, stacked, proj.depths, proj.radii, W, H, **tiles)
     if debug:
         check_finite(camera, rasterizer_output=out, rasterizer_alpha=alpha)
-    image = out[:3] + (1.0 - alpha) * bg_color[:, None, None]
     d = out.shape[0] - 1 - int(invdepth)  # the depth channel
-    feature_map = out[3:d] if feats is not None else None
-    depth = out[d:d + 1] / alpha.clamp_min(1e-6)
+    # one split (its backward is one concatenation; slices would each zero-fill a full-size gradient)
+    rgb, feature_map, depth_sum, inv = out.split([3, d - 3, 1, int(invdepth)])
+    image = rgb + (1.0 - alpha) * bg_color[:, None, None]
+    depth = depth_sum / alpha.clamp_min(1e-6)
     return {
         "render": image,
         "depth": depth,
         "alpha": alpha,
-        "feature_map": feature_map,
-        "invdepth": out[d + 1:] if invdepth else None,
+        "feature_map": feature_map if feats is not None else None,
+        "invdepth": inv if invdepth else None,
         "viewspace_points": means2d,
         "visibility_filter": proj.radii > 0,
         "radii": proj.radii,
