@@ -197,6 +197,19 @@ def test_results_are_reproducible_across_thread_counts(ext):
         assert torch.equal(a, b)
 
 
+def test_binning_is_the_same_on_any_thread_count(ext):
+    """The tile lists are found on several threads for large N (contiguous ranges of Gaussians,
+    concatenated in order): the same lists, image and saved state as on one thread."""
+    width, height = 96, 64
+    sc = random_projected(20000, width, height, 1, dtype=torch.float32, seed=11)
+    args = (width, height, 16, common.ALPHA_MAX, common.ALPHA_MIN, common.T_MIN)
+    one = ext.forward(*sc[:4], sc[4].double(), sc[5], *args, 1, 0)
+    for threads in (2, 3):
+        many = ext.forward(*sc[:4], sc[4].double(), sc[5], *args, threads, 0)
+        for a, b in zip(one, many):
+            assert torch.equal(a, b)
+
+
 def test_float64_gradcheck(isa):
     width, height = 19, 17
     means = torch.tensor([[4.3, 5.1], [12.7, 8.2], [9.4, 11.6], [15.2, 3.3], [7.9, 13.8]], dtype=torch.float64)

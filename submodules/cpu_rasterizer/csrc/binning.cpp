@@ -4,6 +4,9 @@
 #include <cstring>
 #include <limits>
 #include <numeric>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "tile_common.h"
 
@@ -96,22 +99,53 @@ std::vector<int32_t> depth_order(const double* depths, const std::vector<int64_t
     return order;
 }
 
+// Each Gaussian's tiles: hits[first[i]:first[i+1]], row-major per Gaussian, Gaussians in index order. The
+// team splits the Gaussians into contiguous ranges and the ranges' lists are concatenated in order, so the
+// result does not depend on the thread count.
+template <typename scalar_t>
+void gaussian_tiles(const std::vector<PackedGaussian<scalar_t>>& packed, const int32_t* radii, const Grid& grid,
+                    int num_threads, std::vector<int64_t>& first, std::vector<int32_t>& hits) {
+    const int64_t n = static_cast<int64_t>(packed.size());
+    first.assign(static_cast<size_t>(n + 1), 0);
+    const int team = threads_for(n, num_threads);
+    std::vector<std::vector<int32_t>> part(static_cast<size_t>(team));
+#pragma omp parallel num_threads(team)
+    {
+#ifdef _OPENMP
+        const int t = omp_get_thread_num();
+#else
+        const int t = 0;
+#endif
+        const int64_t lo = n * t / team, hi = n * (t + 1) / team;
+        std::vector<int32_t>& mine = part[static_cast<size_t>(t)];
+        mine.reserve(static_cast<size_t>(4 * (hi - lo)));
+        for (int64_t i = lo; i < hi; ++i) {
+            first[i] = static_cast<int64_t>(mine.size());  // within the range; shifted below
+            if (radii[i] > 0) support_tiles(packed[i], grid, mine);
+        }
+    }
+    int64_t base = 0;
+    hits.clear();
+    for (int t = 0; t < team; ++t) {
+        const int64_t lo = n * t / team, hi = n * (t + 1) / team;
+        for (int64_t i = lo; i < hi; ++i) first[i] += base;
+        base += static_cast<int64_t>(part[static_cast<size_t>(t)].size());
+    }
+    first[n] = base;
+    hits.reserve(static_cast<size_t>(base));
+    for (const std::vector<int32_t>& p : part) hits.insert(hits.end(), p.begin(), p.end());
+}
+
 }  // namespace
 
 template <typename scalar_t>
 BinsView bin_packed(const std::vector<PackedGaussian<scalar_t>>& packed, const int32_t* radii, const double* depths,
-                    const Grid& grid, const BinsOut& out) {
-    // Serial: a few nanoseconds per candidate tile, cheaper than waking a thread team.
-    const int64_t n = static_cast<int64_t>(packed.size());
-    std::vector<int64_t> first(static_cast<size_t>(n + 1));  // Gaussian i's tiles: hits[first[i]:first[i+1]]
+                    const Grid& grid, const BinsOut& out, int num_threads) {
+    std::vector<int64_t> first;  // Gaussian i's tiles: hits[first[i]:first[i+1]]
     std::vector<int32_t> hits;
-    hits.reserve(static_cast<size_t>(4 * n));
-    for (int64_t i = 0; i < n; ++i) {
-        first[i] = static_cast<int64_t>(hits.size());
-        if (radii[i] > 0) support_tiles(packed[i], grid, hits);
-    }
-    first[n] = static_cast<int64_t>(hits.size());
+    gaussian_tiles(packed, radii, grid, num_threads, first, hits);
 
+    // Serial from here: a counting pass and a scatter over the pairs, a few nanoseconds each.
     int64_t* offsets = out.offsets;
     std::fill(offsets, offsets + grid.n_tiles() + 1, 0);
     for (int32_t t : hits) ++offsets[t + 1];
@@ -130,13 +164,13 @@ void bin_gaussians(const GaussianArrays<scalar_t>& gs, const int32_t* radii, con
     std::vector<PackedGaussian<scalar_t>> packed(static_cast<size_t>(gs.n));
     for (int64_t i = 0; i < gs.n; ++i)
         packed[i] = pack_gaussian<scalar_t>(gs.means2d + 2 * i, gs.conics + 3 * i, gs.opacities[i], alpha_min);
-    bin_packed(packed, radii, depths, grid, out);
+    bin_packed(packed, radii, depths, grid, out, 1);
 }
 
 template BinsView bin_packed<float>(const std::vector<PackedGaussian<float>>&, const int32_t*, const double*,
-                                    const Grid&, const BinsOut&);
+                                    const Grid&, const BinsOut&, int);
 template BinsView bin_packed<double>(const std::vector<PackedGaussian<double>>&, const int32_t*, const double*,
-                                     const Grid&, const BinsOut&);
+                                     const Grid&, const BinsOut&, int);
 template void bin_gaussians<float>(const GaussianArrays<float>&, const int32_t*, const double*, const Grid&, float,
                                    const BinsOut&);
 template void bin_gaussians<double>(const GaussianArrays<double>&, const int32_t*, const double*, const Grid&,

@@ -163,7 +163,7 @@ void composite_forward(const GaussianArrays<scalar_t>& gs, const int32_t* radii,
     RasterInputs<scalar_t> in = make_inputs(gs, grid, th);
 #pragma omp parallel num_threads(threads_for(gs.n, num_threads))
     pack_all(in, gs);
-    const BinsView bins = bin_packed(in.packed, radii, depths, grid, bins_out);
+    const BinsView bins = bin_packed(in.packed, radii, depths, grid, bins_out, num_threads);
     const std::vector<int64_t> tiles = tile_order(bins, 0, grid.n_tiles(), true);  // empty tiles write 0 / 1
     const int64_t n_tiles = static_cast<int64_t>(tiles.size());
     const int team = threads_for(bins.offsets[grid.n_tiles()], num_threads);

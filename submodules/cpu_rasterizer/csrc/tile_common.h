@@ -219,10 +219,11 @@ void pack_all(RasterInputs<scalar_t>& in, const GaussianArrays<scalar_t>& gs) {
         in.packed[i] = pack_gaussian<scalar_t>(gs.means2d + 2 * i, gs.conics + 3 * i, gs.opacities[i], in.th.alpha_min);
 }
 
-// The per-tile lists of already packed Gaussians (binning.cpp); returns a view of `out`.
+// The per-tile lists of already packed Gaussians (binning.cpp) on up to num_threads threads (the lists do not
+// depend on the count); returns a view of `out`.
 template <typename scalar_t>
 BinsView bin_packed(const std::vector<PackedGaussian<scalar_t>>& packed, const int32_t* radii, const double* depths,
-                    const Grid& grid, const BinsOut& out);
+                    const Grid& grid, const BinsOut& out, int num_threads);
 
 // Tile lists visit Gaussians in depth order, i.e. at random addresses: fetch the
 // packed data and colours of the Gaussian this many list entries ahead.
