@@ -226,15 +226,13 @@ CR_TARGET_AVX2 void backward_tile_avx2(const TileView& v, const RasterInputs<sca
 }
 #endif
 
-// Thread t of T owns Gaussians [n t / T, n (t + 1) / T) for zeroing and reduction.
-inline void owned_range(int64_t n, int64_t& lo, int64_t& hi) {
+// The calling thread's share of the n Gaussians, for zeroing and reduction.
+inline Share owned_range(int64_t n) {
 #ifdef _OPENMP
-    const int64_t t = omp_get_thread_num(), team = omp_get_num_threads();
+    return share_of(n, omp_get_thread_num(), omp_get_num_threads());
 #else
-    const int64_t t = 0, team = 1;
+    return share_of(n, 0, 1);
 #endif
-    lo = n * t / team;
-    hi = n * (t + 1) / team;
 }
 
 }  // namespace
@@ -260,8 +258,7 @@ void composite_backward(const GaussianArrays<scalar_t>& gs, const BinsView& bins
     {
         pack_all(in, gs);
         BackwardScratch<scalar_t> scratch(grid.tile, lanes, channels);
-        int64_t lo, hi;
-        owned_range(gs.n, lo, hi);
+        const auto [lo, hi] = owned_range(gs.n);
         zero_gradients(out, lo, hi, channels);
         for (size_t b = 0; b < batches.size(); ++b) {
             const std::vector<int64_t>& tiles = batch_tiles[b];

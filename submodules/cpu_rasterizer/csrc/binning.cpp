@@ -4,9 +4,6 @@
 #include <cstring>
 #include <limits>
 #include <numeric>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "tile_common.h"
 
@@ -109,17 +106,12 @@ void gaussian_tiles(const std::vector<PackedGaussian<scalar_t>>& packed, const i
     first.assign(static_cast<size_t>(n + 1), 0);
     const int team = threads_for(n, num_threads);
     std::vector<std::vector<int32_t>> part(static_cast<size_t>(team));
-#pragma omp parallel num_threads(team)
-    {
-#ifdef _OPENMP
-        const int t = omp_get_thread_num();
-#else
-        const int t = 0;
-#endif
-        const int64_t lo = n * t / team, hi = n * (t + 1) / team;
+#pragma omp parallel for num_threads(team) schedule(static)
+    for (int t = 0; t < team; ++t) {
+        const Share range = share_of(n, t, team);
         std::vector<int32_t>& mine = part[static_cast<size_t>(t)];
-        mine.reserve(static_cast<size_t>(4 * (hi - lo)));
-        for (int64_t i = lo; i < hi; ++i) {
+        mine.reserve(static_cast<size_t>(4 * (range.hi - range.lo)));
+        for (int64_t i = range.lo; i < range.hi; ++i) {
             first[i] = static_cast<int64_t>(mine.size());  // within the range; shifted below
             if (radii[i] > 0) support_tiles(packed[i], grid, mine);
         }
@@ -127,8 +119,8 @@ void gaussian_tiles(const std::vector<PackedGaussian<scalar_t>>& packed, const i
     int64_t base = 0;
     hits.clear();
     for (int t = 0; t < team; ++t) {
-        const int64_t lo = n * t / team, hi = n * (t + 1) / team;
-        for (int64_t i = lo; i < hi; ++i) first[i] += base;
+        const Share range = share_of(n, t, team);
+        for (int64_t i = range.lo; i < range.hi; ++i) first[i] += base;
         base += static_cast<int64_t>(part[static_cast<size_t>(t)].size());
     }
     first[n] = base;

@@ -42,6 +42,12 @@ inline int threads_for(int64_t work, int num_threads) {
     return static_cast<int>(useful < 1 ? 1 : (useful < num_threads ? useful : num_threads));
 }
 
+// Member t's contiguous share [lo, hi) = [n t / team, n (t + 1) / team) of n items split over a team.
+struct Share {
+    int64_t lo, hi;
+};
+inline Share share_of(int64_t n, int64_t t, int64_t team) { return {n * t / team, n * (t + 1) / team}; }
+
 // Image / tile grid geometry.
 struct Grid {
     int64_t width;

@@ -58,7 +58,8 @@ CR_INLINE bool tile_rows(const PackedGaussian<scalar_t>& g, const TileView& v, i
     return !g.bounded || pixel_range(static_cast<double>(g.mx), g.hx, v.x0, v.cols, c0, c1);
 }
 
-// One support chunk of a Gaussian: its chunk index and tile row.
+// One support chunk of a Gaussian: its chunk index and tile row (q / per_row, stored to spare the loops a
+// division).
 struct ChunkVisit {
     int32_t q;
     int32_t r;
