@@ -28,16 +28,13 @@ struct GeoSums {
     V mx{}, my{}, a{}, b{}, c{}, o{};  // dpower * d(power)/d(.) pieces, signs applied at commit
 };
 
+// The colour sums of one Gaussian over the chunks of one tile.
 template <typename scalar_t>
 struct Partial {
     std::vector<scalar_t> color;  // [C][lanes]
-    bool touched = false;
 
     Partial(int64_t lanes, int64_t channels) : color(channels * lanes) {}
-    void clear() {
-        std::fill(color.begin(), color.end(), scalar_t(0));
-        touched = false;
-    }
+    void clear() { std::fill(color.begin(), color.end(), scalar_t(0)); }
 };
 
 // Per-thread working memory of one tile, laid out by ChunkLayout.
@@ -92,48 +89,58 @@ struct BackwardScratch {
     }
 };
 
-// Gradients of Gaussian g (list position k) over chunk q, given its alphas `al` (0 on lanes it skips) and
-// exp(power) `gauss`.
+// Raw pointers into a BackwardScratch, copied into locals of the tile loop (see ForwardState in forward.cpp:
+// the vector stores would otherwise make the compiler reload every data pointer on each chunk visit).
+template <typename scalar_t>
+struct BackwardState {
+    double* trans;
+    scalar_t* later;
+    const int32_t* last;
+    const scalar_t* grad;
+    const scalar_t* grad_alpha;
+    scalar_t* part_color;  // [C][lanes]
+    int64_t plane;         // elements per colour channel of grad
+};
+
+// Gradients of Gaussian g (list position k) over chunk q (pixel-centre x px, dy = g.my - pixel-centre y),
+// given its alphas `al` (0 on lanes it skips) and exp(power) `gauss`; returns whether any lane had gradient to pass on.
 template <typename scalar_t, int kBytes, int kC>
-CR_INLINE void backward_chunk(BackwardScratch<scalar_t>& s, const PackedGaussian<scalar_t>& g,
-                              const scalar_t* color, ChannelCount<kC> channels, const Thresholds<scalar_t>& th, int64_t q,
-                              int64_t x_first, scalar_t py, int32_t k, const typename Simd<scalar_t, kBytes>::V& al,
+CR_INLINE bool backward_chunk(const BackwardState<scalar_t>& s, const PackedGaussian<scalar_t>& g,
+                              const scalar_t* color, ChannelCount<kC> channels, scalar_t alpha_max, int64_t q,
+                              const typename Simd<scalar_t, kBytes>::V& px, scalar_t dy, int32_t k,
+                              const typename Simd<scalar_t, kBytes>::V& al,
                               const typename Simd<scalar_t, kBytes>::V& gauss,
                               GeoSums<typename Simd<scalar_t, kBytes>::V>& geo) {
     using S = Simd<scalar_t, kBytes>;
     using V = typename S::V;
     using M = typename S::M;
     using TR = Trans<scalar_t, kBytes>;
-    const int64_t o = q * S::W, plane = s.layout.n_pixels();
-    const V px = chunk_centres<scalar_t, kBytes>(x_first);
-    const M active = kept<scalar_t, kBytes>(al) & mask_of<M>(load<typename S::I>(s.last.data() + o) > k);
-    if (!any(active)) return;
-    Partial<scalar_t>& part = s.part;
-    part.touched = true;
+    const int64_t o = q * S::W, plane = s.plane;
+    const M active = kept<scalar_t, kBytes>(al) & mask_of<M>(load<typename S::I>(s.last + o) > k);
+    if (!any(active)) return false;
     const V one_minus = scalar_t(1) - select(active, al, V{});  // exactly 1 on inactive lanes: T / 1
-    const typename TR::T t_before = TR::div(TR::load(s.trans.data() + o), one_minus);
-    TR::store(s.trans.data() + o, t_before);
+    const typename TR::T t_before = TR::div(TR::load(s.trans + o), one_minus);
+    TR::store(s.trans + o, t_before);
     const V t = TR::narrow(t_before);
     const V w = select(active, al * t, V{});
-    const scalar_t* grad = s.grad.data() + o;
-    V cg = load<V>(s.grad_alpha.data() + o);
+    const scalar_t* grad = s.grad + o;
+    V cg = load<V>(s.grad_alpha + o);
     for (int64_t ch = 0; ch < channels.n(); ++ch) cg += color[ch] * load<V>(grad + ch * plane);
-    const V later = load<V>(s.later.data() + o);
+    const V later = load<V>(s.later + o);
     const V d_alpha = select(active, t * cg - later / one_minus, V{});
-    store(s.later.data() + o, later + w * cg);
+    store(s.later + o, later + w * cg);
     const V raw = g.o * gauss;
-    const V d_raw = select(active & (raw <= th.alpha_max), d_alpha, V{});
+    const V d_raw = select(active & (raw <= alpha_max), d_alpha, V{});
     const V d_power = raw * d_raw;
     const V dx = g.mx - px;
-    const scalar_t dy = g.my - py;
     geo.mx += d_power * (g.a * dx + g.b * dy);
     geo.my += d_power * (g.c * dy + g.b * dx);
     geo.a += d_power * (dx * dx);
     geo.b += d_power * (dx * dy);
     geo.c += d_power * (dy * dy);
     geo.o += gauss * d_raw;
-    scalar_t* dcol = part.color.data();
-    for (int64_t ch = 0; ch < channels.n(); ++ch) add_to(dcol + ch * S::W, w * load<V>(grad + ch * plane));
+    for (int64_t ch = 0; ch < channels.n(); ++ch) add_to(s.part_color + ch * S::W, w * load<V>(grad + ch * plane));
+    return true;
 }
 
 // The slots of one tile: slot k belongs to the tile's k-th Gaussian.
@@ -168,9 +175,21 @@ template <typename scalar_t, int kBytes, int kC>
 CR_INLINE void backward_tile_body(const TileView& v, const RasterInputs<scalar_t>& in,
                                   const BackwardInputs<scalar_t>& bi, BackwardScratch<scalar_t>& s,
                                   const TileSlots<scalar_t>& slots) {
+    using V = typename Simd<scalar_t, kBytes>::V;
+    constexpr int64_t W = Simd<scalar_t, kBytes>::W;
     const ChannelCount<kC> channels{in.channels};
-    const int64_t per_row = s.layout.per_row;
     const int32_t longest = s.load(v, bi, in.grid, in.channels);
+    s.evals.start_tile(v);
+    const Thresholds<scalar_t> th = in.th;
+    const BackwardState<scalar_t> st{s.trans.data(), s.later.data(),       s.last.data(),          s.grad.data(),
+                                     s.grad_alpha.data(), s.part.color.data(), s.layout.n_pixels()};
+    const int32_t* last_max = s.last_max.data();
+    const ChunkVisit* visits = s.evals.visits.data();
+    const scalar_t* alphas = s.evals.alphas.data();
+    const scalar_t* gausses = s.evals.gausses.data();
+    const scalar_t* centres = s.evals.centres.data();
+    const scalar_t* row_dy = s.evals.row_dy.data();
+    scalar_t color_local[kC > 0 ? kC : 1];  // see forward_tile_body
     for (int64_t k = longest - 1; k >= longest - kPrefetchAhead; --k) prefetch_gaussian(in, v, k);
     for (int32_t k = longest - 1; k >= 0; --k) {
         prefetch_gaussian(in, v, k - kPrefetchAhead);
@@ -179,18 +198,22 @@ CR_INLINE void backward_tile_body(const TileView& v, const RasterInputs<scalar_t
         int64_t r0, r1;
         if (!tile_rows(g, v, r0, r1)) continue;
         const scalar_t* color = in.colors + static_cast<int64_t>(gid) * in.channels;
-        GeoSums<typename Simd<scalar_t, kBytes>::V> geo;
-        // the chunks where g is before some pixel's last contributor and the pixels have upstream gradient
-        const int64_t n_visits = s.evals.template evaluate<kBytes, true>(g, v, r0, r1, per_row, in.th,
-                                                                   [&s, k](int64_t q) { return s.last_max[q] > k; });
-        for (int64_t i = 0; i < n_visits; ++i) {  // then their gradients
-            const ChunkVisit& cv = s.evals.visits[i];
-            backward_chunk<scalar_t, kBytes, kC>(s, g, color, channels, in.th, cv.q,
-                                                 x_lane0<Simd<scalar_t, kBytes>::W>(v, cv, per_row),
-                                                 pixel_y<scalar_t>(v, cv), k, s.evals.template alpha<kBytes>(i),
-                                                 s.evals.template gauss<kBytes>(i), geo);
+        if constexpr (kC > 0) {
+            for (int ch = 0; ch < kC; ++ch) color_local[ch] = color[ch];
+            color = color_local;
         }
-        if (s.part.touched) {
+        GeoSums<V> geo;
+        // the chunks where g is before some pixel's last contributor and the pixels have upstream gradient
+        const int64_t n_visits = s.evals.template evaluate<kBytes, true>(
+            g, v, r0, r1, th, [last_max, k](int64_t q) { return last_max[q] > k; });
+        bool touched = false;
+        for (int64_t i = 0; i < n_visits; ++i) {  // then their gradients
+            const ChunkVisit& cv = visits[i];
+            touched |= backward_chunk<scalar_t, kBytes, kC>(st, g, color, channels, th.alpha_max, cv.q,
+                                                            load<V>(centres + cv.q * W), row_dy[cv.r], k,
+                                                            load<V>(alphas + i * W), load<V>(gausses + i * W), geo);
+        }
+        if (touched) {
             commit<scalar_t, kBytes, kC>(geo, s.part, k, channels, slots);
             s.part.clear();
         }

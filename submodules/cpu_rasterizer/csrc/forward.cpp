@@ -51,43 +51,56 @@ struct ForwardScratch {
     }
 };
 
-// Composite Gaussian g (list position k) with alphas `al` (0 on lanes it skips) over chunk q; returns the
-// number of pixels that terminated.
+// Raw pointers into a ForwardScratch, copied into locals of the tile loop: the vector stores (memcpy, which
+// may alias anything) would otherwise make the compiler reload every std::vector's data pointer, the
+// thresholds and the colours on each chunk visit.
+template <typename scalar_t>
+struct ForwardState {
+    double* trans;
+    typename SameSizeInt<scalar_t>::type* done;
+    int32_t* last;
+    scalar_t* acc;
+    scalar_t* acc_alpha;
+    int64_t* live;
+    int64_t plane;  // elements per colour channel of acc
+};
+
+// Composite Gaussian g (list position k) with alphas `al` (0 on lanes it skips) and colour `color` over chunk
+// q; returns the number of pixels that terminated.
 template <typename scalar_t, int kBytes, int kC>
-CR_INLINE int64_t composite_chunk(ForwardScratch<scalar_t>& s, const typename Simd<scalar_t, kBytes>::V& al,
-                                  const scalar_t* color,
-                                  ChannelCount<kC> channels, const Thresholds<scalar_t>& th, int64_t q, int32_t k) {
+CR_INLINE int64_t composite_chunk(const ForwardState<scalar_t>& s, const typename Simd<scalar_t, kBytes>::V& al,
+                                  const scalar_t* color, ChannelCount<kC> channels, scalar_t t_min, int64_t q,
+                                  int32_t k) {
     using S = Simd<scalar_t, kBytes>;
     using V = typename S::V;
     using M = typename S::M;
     using TR = Trans<scalar_t, kBytes>;
     const int64_t o = q * S::W;
-    const M active = kept<scalar_t, kBytes>(al) & ~load<M>(s.done.data() + o);
+    const M active = kept<scalar_t, kBytes>(al) & ~load<M>(s.done + o);
     if (!any(active)) return 0;
-    const typename TR::T t_before = TR::load(s.trans.data() + o);
+    const typename TR::T t_before = TR::load(s.trans + o);
     const V al_active = select(active, al, V{});
     typename TR::T t_after = TR::mul(t_before, scalar_t(1) - al_active);  // inactive lanes: T * 1
-    const M pass = TR::narrow(t_after) >= th.t_min;  // stop before T would drop below t_min
+    const M pass = TR::narrow(t_after) >= t_min;  // stop before T would drop below t_min
     const M stop = active & ~pass;
     const M contrib = active & pass;
     V al_contrib = al_active;
     int64_t finished = 0;
     if (any(stop)) {  // rare: each pixel stops once
-        store(s.done.data() + o, load<M>(s.done.data() + o) | stop);
+        store(s.done + o, load<M>(s.done + o) | stop);
         finished = count(stop);
         al_contrib = select(contrib, al, V{});
         t_after = TR::mul(t_before, scalar_t(1) - al_contrib);
     }
     if (any(contrib)) {
         const V w = al_contrib * TR::narrow(t_before);
-        TR::store(s.trans.data() + o, t_after);
+        TR::store(s.trans + o, t_after);
         using I = typename S::I;
-        const I last = load<I>(s.last.data() + o);
-        store(s.last.data() + o, select(__builtin_convertvector(contrib, I), I{} + (k + 1), last));
-        add_to(s.acc_alpha.data() + o, w);
-        scalar_t* acc = s.acc.data() + o;
-        const int64_t plane = s.layout.n_pixels();
-        for (int64_t ch = 0; ch < channels.n(); ++ch, acc += plane) add_to(acc, w * color[ch]);
+        const I last = load<I>(s.last + o);
+        store(s.last + o, select(__builtin_convertvector(contrib, I), I{} + (k + 1), last));
+        add_to(s.acc_alpha + o, w);
+        scalar_t* acc = s.acc + o;
+        for (int64_t ch = 0; ch < channels.n(); ++ch, acc += s.plane) add_to(acc, w * color[ch]);
     }
     return finished;
 }
@@ -96,8 +109,15 @@ template <typename scalar_t, int kBytes, int kC>
 CR_INLINE void forward_tile_body(const TileView& v, const RasterInputs<scalar_t>& in, ForwardScratch<scalar_t>& s,
                                  const ForwardOutputs<scalar_t>& out) {
     int64_t alive = s.reset(v);
+    s.evals.start_tile(v);
     const ChannelCount<kC> channels{in.channels};
-    const int64_t per_row = s.layout.per_row;
+    const Thresholds<scalar_t> th = in.th;
+    const ForwardState<scalar_t> st{s.trans.data(), s.done.data(), s.last.data(), s.acc.data(),
+                                    s.acc_alpha.data(), s.live.data(), s.layout.n_pixels()};
+    const ChunkVisit* visits = s.evals.visits.data();
+    const scalar_t* alphas = s.evals.alphas.data();
+    // the colour as locals when the channel count is a compile-time constant (else read in place)
+    scalar_t color_local[kC > 0 ? kC : 1];
     for (int64_t k = 0; k < kPrefetchAhead; ++k) prefetch_gaussian(in, v, k);
     for (int64_t k = 0; k < v.count && alive > 0; ++k) {
         prefetch_gaussian(in, v, k + kPrefetchAhead);
@@ -106,16 +126,21 @@ CR_INLINE void forward_tile_body(const TileView& v, const RasterInputs<scalar_t>
         int64_t r0, r1;
         if (!tile_rows(g, v, r0, r1)) continue;
         const scalar_t* color = in.colors + static_cast<int64_t>(gid) * in.channels;
+        if constexpr (kC > 0) {
+            for (int ch = 0; ch < kC; ++ch) color_local[ch] = color[ch];
+            color = color_local;
+        }
         // the chunks with pixels still compositing (a chunk is visited once per Gaussian, so this holds
         // until it is composited below)
-        const auto still_compositing = [&s](int64_t q) { return s.live[q] != 0; };
+        const auto still_compositing = [&st](int64_t q) { return st.live[q] != 0; };
         const int64_t n_visits =
-            s.evals.template evaluate<kBytes, false>(g, v, r0, r1, per_row, in.th, still_compositing);
+            s.evals.template evaluate<kBytes, false>(g, v, r0, r1, th, still_compositing);
         for (int64_t i = 0; i < n_visits; ++i) {  // then composite them, each chunk's state in list order
-            const int64_t q = s.evals.visits[i].q;
-            const int64_t n = composite_chunk<scalar_t, kBytes, kC>(s, s.evals.template alpha<kBytes>(i), color,
-                                                                channels, in.th, q, static_cast<int32_t>(k));
-            s.live[q] -= n;
+            const int64_t q = visits[i].q;
+            const auto al = load<typename Simd<scalar_t, kBytes>::V>(alphas + i * Simd<scalar_t, kBytes>::W);
+            const int64_t n = composite_chunk<scalar_t, kBytes, kC>(st, al, color, channels, th.t_min, q,
+                                                                static_cast<int32_t>(k));
+            st.live[q] -= n;
             alive -= n;
         }
     }

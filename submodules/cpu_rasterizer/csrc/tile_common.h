@@ -59,21 +59,11 @@ CR_INLINE bool tile_rows(const PackedGaussian<scalar_t>& g, const TileView& v, i
 }
 
 // One support chunk of a Gaussian: its chunk index and tile row (q / per_row, stored to spare the loops a
-// division).
+// division; it indexes SupportEvals' row tables).
 struct ChunkVisit {
     int32_t q;
     int32_t r;
 };
-
-// Image column of a visited chunk's first lane, and its pixel-centre y.
-template <int lanes>
-CR_INLINE int64_t x_lane0(const TileView& v, const ChunkVisit& cv, int64_t per_row) {
-    return v.x0 + (cv.q - static_cast<int64_t>(cv.r) * per_row) * lanes;
-}
-template <typename scalar_t>
-CR_INLINE scalar_t pixel_y(const TileView& v, const ChunkVisit& cv) {
-    return static_cast<scalar_t>(static_cast<double>(v.y0 + cv.r) + 0.5);
-}
 
 // Writes the `lanes`-pixel chunks of tile v, rows r0..r1, that g's support ellipse reaches and for which
 // wanted(q) holds to visits[0, n) (row by row, left to right) and returns n. The rows' spans are computed
@@ -94,18 +84,18 @@ CR_INLINE int64_t collect_support_chunks(const PackedGaussian<scalar_t>& g, cons
         chords.col_spans(py, x0, cols, c0, c1);
         // chunk j holds columns [lanes j, lanes j + lanes - 1]: it meets [c0, c1] (integers, c0 >= 0) iff
         // floor(c0 / lanes) <= j <= floor(c1 / lanes); an empty span (c0 > c1) gets an empty range
+        // (small integers, exact in int32: c0 and c1 are finite, see col_spans)
         constexpr double kInvLanes = 1.0 / lanes;
-        const D j_lo = lanewise<LaneOp::kFloor>(c0 * kInvLanes);
-        const D j_hi = select(c0 <= c1, lanewise<LaneOp::kFloor>(c1 * kInvLanes), D{} - 1.0);
+        using I = typename VecOf<int32_t, kRows * sizeof(int32_t)>::type;
+        const I j_lo = __builtin_convertvector(lanewise<LaneOp::kFloor>(c0 * kInvLanes), I);
+        const I j_hi = __builtin_convertvector(select(c0 <= c1, lanewise<LaneOp::kFloor>(c1 * kInvLanes), D{} - 1.0), I);
         const int64_t rows = std::min<int64_t>(kRows, r1 - rb + 1);
         for (int64_t i = 0; i < rows; ++i) {
-            const int64_t r = rb + i;
-            const double lo = j_lo[i], hi = j_hi[i];
-            for (int64_t j = 0; j < per_row; ++j) {
-                const int64_t q = r * per_row + j;
-                const double jd = static_cast<double>(j);
-                visits[n] = {static_cast<int32_t>(q), static_cast<int32_t>(r)};
-                n += (jd >= lo) & (jd <= hi) & wanted(q);
+            const int32_t r = static_cast<int32_t>(rb + i), lo = j_lo[i], hi = j_hi[i];
+            int32_t q = r * static_cast<int32_t>(per_row);
+            for (int32_t j = 0; j < per_row; ++j, ++q) {
+                visits[n] = {q, r};
+                n += (j >= lo) & (j <= hi) & wanted(q);
             }
         }
     }
@@ -117,40 +107,63 @@ CR_INLINE int64_t collect_support_chunks(const PackedGaussian<scalar_t>& g, cons
 // evaluations are independent of each other, so the CPU overlaps their long exp chains. Per-thread, reused
 // across tiles. A lane is kept (the contract does not skip the Gaussian there) exactly where its alpha is
 // not 0: kept alphas are >= alpha_min > 0 (checked in bindings.cpp), skipped ones are stored as 0.
+// The pixel coordinates are tables: the chunks' pixel-centre x per tile (start_tile), the rows' y offsets
+// from the Gaussian's mean per Gaussian (evaluate), so a chunk's evaluation starts from loads.
 template <typename scalar_t>
 struct SupportEvals {
+    ChunkLayout layout;
     std::vector<ChunkVisit> visits;  // [n] chunks the support reaches
     std::vector<scalar_t> alphas;    // [n][lanes] alpha, 0 where the contract skips the Gaussian
     std::vector<scalar_t> gausses;   // [n][lanes] exp(power) (backward only)
+    std::vector<scalar_t> centres;   // [chunks][lanes] pixel-centre x of each chunk of the current tile
+    std::vector<scalar_t> row_y;     // [rows] pixel-centre y of each row of the current tile
+    std::vector<scalar_t> row_dy;    // [rows] mean y - pixel-centre y, current Gaussian (rows r0..r1)
+    std::vector<scalar_t> row_cdydy; // [rows] (c dy) dy, the power's dy-only term
 
-    explicit SupportEvals(const ChunkLayout& layout)
-        : visits(layout.n_chunks), alphas(layout.n_pixels()), gausses(layout.n_pixels()) {}
+    explicit SupportEvals(const ChunkLayout& layout_)
+        : layout(layout_), visits(layout.n_chunks), alphas(layout.n_pixels()), gausses(layout.n_pixels()),
+          centres(layout.n_pixels()), row_y(layout.n_chunks / layout.per_row),
+          row_dy(row_y.size()), row_cdydy(row_y.size()) {}
+
+    // The pixel-centre coordinates of tile v (call once per tile): x = column + 0.5, y = row + 0.5.
+    void start_tile(const TileView& v) {
+        for (int64_t q = 0; q < layout.n_chunks; ++q) {
+            const int64_t x_first = v.x0 + (q % layout.per_row) * layout.lanes;
+            for (int64_t i = 0; i < layout.lanes; ++i)
+                centres[q * layout.lanes + i] = static_cast<scalar_t>(static_cast<double>(x_first + i) + 0.5);
+        }
+        for (size_t r = 0; r < row_y.size(); ++r)
+            row_y[r] = static_cast<scalar_t>(static_cast<double>(v.y0 + static_cast<int64_t>(r)) + 0.5);
+    }
 
     // Collects and evaluates g's support chunks q in tile v, rows r0..r1, for which wanted(q) holds (the
     // caller's chunks still compositing / with gradient to pass on); returns how many there are. kGauss:
     // also keep exp(power).
     template <int kBytes, bool kGauss, typename Wanted>
     CR_INLINE int64_t evaluate(const PackedGaussian<scalar_t>& g, const TileView& v, int64_t r0, int64_t r1,
-                               int64_t per_row, const Thresholds<scalar_t>& th, Wanted&& wanted) {
+                               const Thresholds<scalar_t>& th, Wanted&& wanted) {
         using S = Simd<scalar_t, kBytes>;
-        const int64_t n = collect_support_chunks<S::W, kBytes>(g, v, r0, r1, per_row, wanted, visits.data());
+        ChunkVisit* const vis = visits.data();
+        const int64_t n = collect_support_chunks<S::W, kBytes>(g, v, r0, r1, layout.per_row, wanted, vis);
+        scalar_t* const dys = row_dy.data();
+        scalar_t* const cdydys = row_cdydy.data();
+        for (int64_t r = r0; r <= r1; ++r) {
+            const scalar_t dy = g.my - row_y[r];
+            dys[r] = dy;
+            cdydys[r] = (g.c * dy) * dy;
+        }
+        const scalar_t* const xs = centres.data();
+        scalar_t* const als = alphas.data();
+        scalar_t* const gss = gausses.data();
         for (int64_t i = 0; i < n; ++i) {
             typename S::V al, gauss;
-            const ChunkVisit& cv = visits[i];
-            eval_chunk<scalar_t, kBytes>(g, chunk_centres<scalar_t, kBytes>(x_lane0<S::W>(v, cv, per_row)),
-                                         pixel_y<scalar_t>(v, cv), th, al, gauss);
-            store(alphas.data() + i * S::W, al);
-            if constexpr (kGauss) store(gausses.data() + i * S::W, gauss);
+            const ChunkVisit cv = vis[i];
+            eval_chunk<scalar_t, kBytes>(g, load<typename S::V>(xs + cv.q * S::W), dys[cv.r], cdydys[cv.r], th,
+                                         al, gauss);
+            store(als + i * S::W, al);
+            if constexpr (kGauss) store(gss + i * S::W, gauss);
         }
         return n;
-    }
-    template <int kBytes>
-    CR_INLINE typename Simd<scalar_t, kBytes>::V alpha(int64_t i) const {
-        return load<typename Simd<scalar_t, kBytes>::V>(alphas.data() + i * Simd<scalar_t, kBytes>::W);
-    }
-    template <int kBytes>
-    CR_INLINE typename Simd<scalar_t, kBytes>::V gauss(int64_t i) const {
-        return load<typename Simd<scalar_t, kBytes>::V>(gausses.data() + i * Simd<scalar_t, kBytes>::W);
     }
 };
 

@@ -155,16 +155,15 @@ CR_INLINE bool ellipse_meets_rect(const PackedGaussian<scalar_t>& g, double x0, 
 }
 
 // alpha of g at the pixel centres (px[i], py) of a row chunk, 0 where the contract skips the Gaussian (its
-// alpha >= alpha_min > 0 elsewhere); gauss = exp(power) for the backward pass. Same float operations, in the
-// same order, as the torch reference.
+// alpha >= alpha_min > 0 elsewhere); gauss = exp(power) for the backward pass. The row enters as
+// dy = g.my - py and cdydy = (g.c dy) dy (computed once per row). Same float operations, in the same order,
+// as the torch reference.
 template <typename scalar_t, int kBytes>
-CR_INLINE void eval_chunk(const PackedGaussian<scalar_t>& g,
-                          const typename Simd<scalar_t, kBytes>::V& px, scalar_t py, const Thresholds<scalar_t>& th,
+CR_INLINE void eval_chunk(const PackedGaussian<scalar_t>& g, const typename Simd<scalar_t, kBytes>::V& px,
+                          scalar_t dy, scalar_t cdydy, const Thresholds<scalar_t>& th,
                           typename Simd<scalar_t, kBytes>::V& alpha, typename Simd<scalar_t, kBytes>::V& gauss) {
     using V = typename Simd<scalar_t, kBytes>::V;
     using M = typename Simd<scalar_t, kBytes>::M;
-    const scalar_t dy = g.my - py;
-    const scalar_t cdydy = (g.c * dy) * dy;
     const V dx = g.mx - px;
     const V power = scalar_t(-0.5) * ((g.a * dx) * dx + cdydy) - (g.b * dx) * dy;
     gauss = exp_nonpositive<scalar_t, kBytes>(power);
@@ -173,13 +172,6 @@ CR_INLINE void eval_chunk(const PackedGaussian<scalar_t>& g,
     const V al = select(raw > th.alpha_max, V{} + th.alpha_max, raw);
     const M keep = (power <= scalar_t(0)) & (al >= th.alpha_min);
     alpha = select(keep, al, V{});
-}
-
-// Pixel-centre x coordinates of the chunk starting at image column x_first.
-template <typename scalar_t, int kBytes>
-CR_INLINE typename Simd<scalar_t, kBytes>::V chunk_centres(int64_t x_first) {
-    using V = typename Simd<scalar_t, kBytes>::V;
-    return (lane_index<V>() + static_cast<scalar_t>(x_first)) + scalar_t(0.5);
 }
 
 }  // namespace cpu_rasterizer
