@@ -91,6 +91,34 @@ CR_INLINE V select(const M& mask, const V& a, const V& b) {
     return mask ? a : b;
 }
 
+// select(x < lo, lo, x) and select(x > hi, hi, x) lane-wise, a NaN x kept (the NaN-propagating clamps of
+// the torch reference). On x86 one maxps / minps (two-uop blends otherwise): (lo > x) ? lo : x is exactly
+// their definition with lo first, NaN and signed zeros included.
+template <typename V, typename T>
+CR_INLINE V clamp_below(const V& x, T lo) {
+    const V l = V{} + lo;
+#if CPU_RASTERIZER_X86
+    constexpr bool kFloat = sizeof(x[0]) == sizeof(float);
+    if constexpr (sizeof(V) == 32 && kFloat) return __builtin_ia32_maxps256(l, x);
+    if constexpr (sizeof(V) == 32 && !kFloat) return __builtin_ia32_maxpd256(l, x);
+    if constexpr (sizeof(V) == 16 && kFloat) return __builtin_ia32_maxps(l, x);
+    if constexpr (sizeof(V) == 16 && !kFloat) return __builtin_ia32_maxpd(l, x);
+#endif
+    return x < l ? l : x;
+}
+template <typename V, typename T>
+CR_INLINE V clamp_above(const V& x, T hi) {
+    const V h = V{} + hi;
+#if CPU_RASTERIZER_X86
+    constexpr bool kFloat = sizeof(x[0]) == sizeof(float);
+    if constexpr (sizeof(V) == 32 && kFloat) return __builtin_ia32_minps256(h, x);
+    if constexpr (sizeof(V) == 32 && !kFloat) return __builtin_ia32_minpd256(h, x);
+    if constexpr (sizeof(V) == 16 && kFloat) return __builtin_ia32_minps(h, x);
+    if constexpr (sizeof(V) == 16 && !kFloat) return __builtin_ia32_minpd(h, x);
+#endif
+    return x > h ? h : x;
+}
+
 // Whether any lane of a mask is set. A 32-byte mask (the AVX2 clone, which alone has them) is one
 // vmovmskps; narrower ones OR their 16-byte pieces, then one movemask (baseline SSE on x86-64), or a
 // scalar OR elsewhere.
@@ -195,9 +223,7 @@ constexpr int kFloatMantissaBits = 23;
 
 template <typename V, typename M>
 CR_INLINE V exp_nonpositive_f32(V x) {
-    const V zero = V{};
-    x = select(x < kExpLowest, zero + kExpLowest, x);
-    x = select(x > 0.0f, zero, x);
+    x = clamp_above(clamp_below(x, kExpLowest), 0.0f);
     const V n = (x * kLog2e + kRoundMagic) - kRoundMagic;
     const V r = (x - n * kLn2Hi) - n * kLn2Lo;
     const V r2 = r * r;

@@ -83,19 +83,21 @@ CR_INLINE int64_t collect_support_chunks(const PackedGaussian<scalar_t>& g, cons
         D c0, c1;
         chords.col_spans(py, x0, cols, c0, c1);
         // chunk j holds columns [lanes j, lanes j + lanes - 1]: it meets [c0, c1] (integers, c0 >= 0) iff
-        // floor(c0 / lanes) <= j <= floor(c1 / lanes); an empty span (c0 > c1) gets an empty range
-        // (small integers, exact in int32: c0 and c1 are finite, see col_spans)
+        // floor(c0 / lanes) <= j <= floor(c1 / lanes), i.e. 0 <= j - j_lo < count; an empty span (c0 > c1)
+        // gets count 0 (small integers, exact in int32: c0 and c1 are finite, see col_spans)
         constexpr double kInvLanes = 1.0 / lanes;
         using I = typename VecOf<int32_t, kRows * sizeof(int32_t)>::type;
-        const I j_lo = __builtin_convertvector(lanewise<LaneOp::kFloor>(c0 * kInvLanes), I);
-        const I j_hi = __builtin_convertvector(select(c0 <= c1, lanewise<LaneOp::kFloor>(c1 * kInvLanes), D{} - 1.0), I);
+        const D j_lo = lanewise<LaneOp::kFloor>(c0 * kInvLanes);
+        const D count = select(c0 <= c1, lanewise<LaneOp::kFloor>(c1 * kInvLanes) - j_lo + 1.0, D{});
+        const I first = __builtin_convertvector(j_lo, I), counts = __builtin_convertvector(count, I);
         const int64_t rows = std::min<int64_t>(kRows, r1 - rb + 1);
         for (int64_t i = 0; i < rows; ++i) {
-            const int32_t r = static_cast<int32_t>(rb + i), lo = j_lo[i], hi = j_hi[i];
+            const int32_t r = static_cast<int32_t>(rb + i), lo = first[i];
+            const uint32_t n_in = static_cast<uint32_t>(counts[i]);
             int32_t q = r * static_cast<int32_t>(per_row);
             for (int32_t j = 0; j < per_row; ++j, ++q) {
                 visits[n] = {q, r};
-                n += (j >= lo) & (j <= hi) & wanted(q);
+                n += (static_cast<uint32_t>(j - lo) < n_in) & wanted(q);
             }
         }
     }

@@ -40,6 +40,10 @@ struct Trans<float, kBytes> {
 #endif
     }
     static CR_INLINE V concat(const F& lo, const F& hi) {
+#if CPU_RASTERIZER_X86
+        // one vinsertf128 into lo's register (the generic shuffle also zeroes lo's upper half first)
+        if constexpr (kHalf == 4) return __builtin_ia32_vinsertf128_ps256(__builtin_ia32_ps256_ps(lo), hi, 1);
+#endif
 #if CR_HAS_SHUFFLEVECTOR
         if constexpr (kHalf == 2) {
             return __builtin_shufflevector(lo, hi, 0, 1, 2, 3);
