@@ -37,6 +37,19 @@ struct Partial {
     void clear() { std::fill(color.begin(), color.end(), scalar_t(0)); }
 };
 
+// Raw pointers into a BackwardScratch, copied into locals of the tile loop (see ForwardState in forward.cpp:
+// the vector stores would otherwise make the compiler reload every data pointer on each chunk visit).
+template <typename scalar_t>
+struct BackwardState {
+    double* trans;
+    scalar_t* later;
+    const int32_t* last;
+    const scalar_t* grad;
+    const scalar_t* grad_alpha;
+    scalar_t* part_color;  // [C][lanes]
+    int64_t plane;         // elements per colour channel of grad
+};
+
 // Per-thread working memory of one tile, laid out by ChunkLayout.
 template <typename scalar_t>
 struct BackwardScratch {
@@ -54,6 +67,11 @@ struct BackwardScratch {
         : layout(tile, lanes), trans(layout.n_pixels()), later(layout.n_pixels()), last(layout.n_pixels()),
           last_max(layout.n_chunks), grad(channels * layout.n_pixels()), grad_alpha(layout.n_pixels()),
           part(lanes, channels), evals(layout) {}
+
+    BackwardState<scalar_t> state() {
+        return {trans.data(), later.data(), last.data(), grad.data(), grad_alpha.data(), part.color.data(),
+                layout.n_pixels()};
+    }
 
     // Load tile v's forward state and upstream gradients; returns the longest contributor count.
     int32_t load(const TileView& v, const BackwardInputs<scalar_t>& bi, const Grid& grid, int64_t channels) {
@@ -87,19 +105,6 @@ struct BackwardScratch {
         }
         return longest;
     }
-};
-
-// Raw pointers into a BackwardScratch, copied into locals of the tile loop (see ForwardState in forward.cpp:
-// the vector stores would otherwise make the compiler reload every data pointer on each chunk visit).
-template <typename scalar_t>
-struct BackwardState {
-    double* trans;
-    scalar_t* later;
-    const int32_t* last;
-    const scalar_t* grad;
-    const scalar_t* grad_alpha;
-    scalar_t* part_color;  // [C][lanes]
-    int64_t plane;         // elements per colour channel of grad
 };
 
 // Gradients of Gaussian g (list position k) over chunk q (pixel-centre x px, dy = g.my - pixel-centre y),
@@ -181,8 +186,7 @@ CR_INLINE void backward_tile_body(const TileView& v, const RasterInputs<scalar_t
     const int32_t longest = s.load(v, bi, in.grid, in.channels);
     s.evals.start_tile(v);
     const Thresholds<scalar_t> th = in.th;
-    const BackwardState<scalar_t> st{s.trans.data(), s.later.data(),       s.last.data(),          s.grad.data(),
-                                     s.grad_alpha.data(), s.part.color.data(), s.layout.n_pixels()};
+    const BackwardState<scalar_t> st = s.state();
     const int32_t* last_max = s.last_max.data();
     const ChunkVisit* visits = s.evals.visits.data();
     const scalar_t* alphas = s.evals.alphas.data();

@@ -6,6 +6,20 @@
 namespace cpu_rasterizer {
 namespace {
 
+// Raw pointers into a ForwardScratch, copied into locals of the tile loop: the vector stores (memcpy, which
+// may alias anything) would otherwise make the compiler reload every std::vector's data pointer, the
+// thresholds and the colours on each chunk visit.
+template <typename scalar_t>
+struct ForwardState {
+    double* trans;
+    typename SameSizeInt<scalar_t>::type* done;
+    int32_t* last;
+    scalar_t* acc;
+    scalar_t* acc_alpha;
+    int64_t* live;
+    int64_t plane;  // elements per colour channel of acc
+};
+
 // Per-thread working memory of one tile (reused across tiles), laid out by ChunkLayout.
 template <typename scalar_t>
 struct ForwardScratch {
@@ -23,6 +37,10 @@ struct ForwardScratch {
         : layout(tile, lanes), trans(layout.n_pixels()), done(layout.n_pixels()), last(layout.n_pixels()),
           acc(channels * layout.n_pixels()), acc_alpha(layout.n_pixels()), live(layout.n_chunks),
           evals(layout) {}
+
+    ForwardState<scalar_t> state() {
+        return {trans.data(), done.data(), last.data(), acc.data(), acc_alpha.data(), live.data(), layout.n_pixels()};
+    }
 
     // Fresh state for tile v; returns the number of live pixels.
     int64_t reset(const TileView& v) {
@@ -49,20 +67,6 @@ struct ForwardScratch {
             std::copy_n(last.data() + src, n, out.n_contrib + dst);
         }
     }
-};
-
-// Raw pointers into a ForwardScratch, copied into locals of the tile loop: the vector stores (memcpy, which
-// may alias anything) would otherwise make the compiler reload every std::vector's data pointer, the
-// thresholds and the colours on each chunk visit.
-template <typename scalar_t>
-struct ForwardState {
-    double* trans;
-    typename SameSizeInt<scalar_t>::type* done;
-    int32_t* last;
-    scalar_t* acc;
-    scalar_t* acc_alpha;
-    int64_t* live;
-    int64_t plane;  // elements per colour channel of acc
 };
 
 // Composite Gaussian g (list position k) with alphas `al` (0 on lanes it skips) and colour `color` over chunk
@@ -112,8 +116,7 @@ CR_INLINE void forward_tile_body(const TileView& v, const RasterInputs<scalar_t>
     s.evals.start_tile(v);
     const ChannelCount<kC> channels{in.channels};
     const Thresholds<scalar_t> th = in.th;
-    const ForwardState<scalar_t> st{s.trans.data(), s.done.data(), s.last.data(), s.acc.data(),
-                                    s.acc_alpha.data(), s.live.data(), s.layout.n_pixels()};
+    const ForwardState<scalar_t> st = s.state();
     const ChunkVisit* visits = s.evals.visits.data();
     const scalar_t* alphas = s.evals.alphas.data();
     // the colour as locals when the channel count is a compile-time constant (else read in place)
