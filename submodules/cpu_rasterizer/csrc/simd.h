@@ -91,32 +91,26 @@ CR_INLINE V select(const M& mask, const V& a, const V& b) {
     return mask ? a : b;
 }
 
-// select(x < lo, lo, x) and select(x > hi, hi, x) lane-wise, a NaN x kept (the NaN-propagating clamps of
-// the torch reference). On x86 one maxps / minps (two-uop blends otherwise): (lo > x) ? lo : x is exactly
-// their definition with lo first, NaN and signed zeros included.
-template <typename V, typename T>
-CR_INLINE V clamp_below(const V& x, T lo) {
-    const V l = V{} + lo;
+// x clamped lane-wise to a lower bound, select(x < limit, limit, x), or an upper one, select(x > limit,
+// limit, x), a NaN x kept (the NaN-propagating clamps of the torch reference). On x86 one maxps / minps (a
+// compare and a two-uop blend otherwise): (limit > x) ? limit : x is exactly maxps's definition with the
+// limit first, NaN and signed zeros included, and likewise minps.
+enum class Bound { kLower, kUpper };
+
+template <Bound bound, typename V, typename T>
+CR_INLINE V clamp_to(const V& x, T limit) {
+    const V l = V{} + limit;
+    constexpr bool kLower = bound == Bound::kLower;
 #if CPU_RASTERIZER_X86
     constexpr bool kFloat = sizeof(x[0]) == sizeof(float);
-    if constexpr (sizeof(V) == 32 && kFloat) return __builtin_ia32_maxps256(l, x);
-    if constexpr (sizeof(V) == 32 && !kFloat) return __builtin_ia32_maxpd256(l, x);
-    if constexpr (sizeof(V) == 16 && kFloat) return __builtin_ia32_maxps(l, x);
-    if constexpr (sizeof(V) == 16 && !kFloat) return __builtin_ia32_maxpd(l, x);
+    if constexpr (sizeof(V) == 32 && kFloat)
+        return kLower ? __builtin_ia32_maxps256(l, x) : __builtin_ia32_minps256(l, x);
+    if constexpr (sizeof(V) == 32 && !kFloat)
+        return kLower ? __builtin_ia32_maxpd256(l, x) : __builtin_ia32_minpd256(l, x);
+    if constexpr (sizeof(V) == 16 && kFloat) return kLower ? __builtin_ia32_maxps(l, x) : __builtin_ia32_minps(l, x);
+    if constexpr (sizeof(V) == 16 && !kFloat) return kLower ? __builtin_ia32_maxpd(l, x) : __builtin_ia32_minpd(l, x);
 #endif
-    return x < l ? l : x;
-}
-template <typename V, typename T>
-CR_INLINE V clamp_above(const V& x, T hi) {
-    const V h = V{} + hi;
-#if CPU_RASTERIZER_X86
-    constexpr bool kFloat = sizeof(x[0]) == sizeof(float);
-    if constexpr (sizeof(V) == 32 && kFloat) return __builtin_ia32_minps256(h, x);
-    if constexpr (sizeof(V) == 32 && !kFloat) return __builtin_ia32_minpd256(h, x);
-    if constexpr (sizeof(V) == 16 && kFloat) return __builtin_ia32_minps(h, x);
-    if constexpr (sizeof(V) == 16 && !kFloat) return __builtin_ia32_minpd(h, x);
-#endif
-    return x > h ? h : x;
+    return kLower ? (x < l ? l : x) : (x > l ? l : x);
 }
 
 // Whether any lane of a mask is set. A 32-byte mask (the AVX2 clone, which alone has them) is one
@@ -223,7 +217,7 @@ constexpr int kFloatMantissaBits = 23;
 
 template <typename V, typename M>
 CR_INLINE V exp_nonpositive_f32(V x) {
-    x = clamp_above(clamp_below(x, kExpLowest), 0.0f);
+    x = clamp_to<Bound::kUpper>(clamp_to<Bound::kLower>(x, kExpLowest), 0.0f);
     const V n = (x * kLog2e + kRoundMagic) - kRoundMagic;
     const V r = (x - n * kLn2Hi) - n * kLn2Lo;
     const V r2 = r * r;

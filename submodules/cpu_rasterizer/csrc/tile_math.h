@@ -169,7 +169,7 @@ CR_INLINE void eval_chunk(const PackedGaussian<scalar_t>& g, const typename Simd
     gauss = exp_nonpositive<scalar_t, kBytes>(power);
     const V raw = g.o * gauss;
     // NaN-propagating clamp (torch.clamp_max keeps NaN; NaN then fails alpha >= alpha_min)
-    const V al = clamp_above(raw, th.alpha_max);
+    const V al = clamp_to<Bound::kUpper>(raw, th.alpha_max);
     const M keep = (power <= scalar_t(0)) & (al >= th.alpha_min);
     alpha = select(keep, al, V{});
 }
