@@ -169,10 +169,10 @@ def colorize_depth(depth: torch.Tensor, mask: torch.Tensor | None = None) -> np.
 
 def psnr(img: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """PSNR in dB of images in [0,1]; ``mask`` [1,H,W] (1 = counted) restricts the pixels."""
-    diff2 = (img - gt) ** 2
+    diff2 = (img - gt).square_()  # squared and masked in place on the fresh difference (same values, no new tensors)
     if mask is None:
         mse = diff2.mean()
     else:
         m = mask.expand_as(diff2)
-        mse = (diff2 * m).sum() / m.sum().clamp_min(1.0)
+        mse = diff2.mul_(m).sum() / m.sum().clamp_min(1.0)
     return 10.0 * torch.log10(1.0 / mse.clamp_min(1e-12))
