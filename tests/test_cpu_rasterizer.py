@@ -114,6 +114,32 @@ def test_tile_sizes_match_torch_backend(isa, tile, dtype):
     assert_match(image_and_grads(cpu, sc, width, height), image_and_grads(ref, sc, width, height))
 
 
+def test_kernel_tile_choice():
+    """Wide tiles for few channels on images with enough of them; 16-pixel tiles otherwise."""
+    wide, narrow = cpu_backend.WIDE_TILE, common.TILE_SIZE
+    assert cpu_backend.kernel_tile(3, 675, 540) == wide  # the c3vd sample at -r 2: 22 x 17 wide tiles
+    assert cpu_backend.kernel_tile(cpu_backend.WIDE_TILE_MAX_CHANNELS, 675, 540) == wide
+    assert cpu_backend.kernel_tile(cpu_backend.WIDE_TILE_MAX_CHANNELS + 1, 675, 540) == narrow  # RGB + features
+    assert cpu_backend.kernel_tile(3, 256, 256) == wide  # exactly MIN_WIDE_TILES
+    assert cpu_backend.kernel_tile(3, 256, 224) == narrow  # 56 wide tiles
+
+
+def test_default_tile_same_image(isa, monkeypatch):
+    """The default (wide) tile composites every pixel exactly as 16-pixel tiles do; only the gradients' per-tile
+    partial sums differ, to float32 rounding. Both match the torch backend."""
+    width, height = 270, 250  # 9 x 8 wide tiles, partial ones at the right and bottom edges
+    tiles = []
+    apply = cpu_backend._CompositeCPU.apply
+    monkeypatch.setattr(cpu_backend._CompositeCPU, "apply", lambda *a: tiles.append(a[8]) or apply(*a))
+    sc = random_projected(1500, width, height, 3, dtype=torch.float32, seed=4)
+    wide = image_and_grads(cpu_backend.rasterize, sc, width, height)
+    narrow = image_and_grads(functools.partial(cpu_backend.rasterize, tile=common.TILE_SIZE), sc, width, height)
+    assert tiles == [cpu_backend.WIDE_TILE, common.TILE_SIZE]
+    assert torch.equal(wide[0], narrow[0]) and torch.equal(wide[1], narrow[1])
+    assert_match(wide, narrow)
+    assert_match(wide, image_and_grads(torch_backend.rasterize, sc, width, height))
+
+
 def test_pixels_without_upstream_gradient(isa):
     """Masked-out pixels (zero upstream gradient, e.g. a tool mask) are skipped by the backward pass: the
     gradients still equal the torch backend's, and every Gaussian seen only there gets exactly zero."""

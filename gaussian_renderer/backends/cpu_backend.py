@@ -162,19 +162,43 @@ def _sort_keys(depths: torch.Tensor) -> torch.Tensor:
     return (depths if depths.is_floating_point() else depths.double()).contiguous()
 
 
-def rasterize(means2d, conics, opacities, colors, depths, radii, width: int, height: int, tile: int = TILE_SIZE):
+# Tile edge of the C++ kernels. A 32-pixel tile has about half the (Gaussian, tile) pairs of a 16-pixel one, and
+# with them half the per-pair set-up. But a thread's tile state (about 28 + 4 C bytes a pixel forward, 32 + 4 C
+# backward) then outgrows the L1 cache as the channel count C grows. Forward+backward at 50,000 Gaussians,
+# 320x256, 2 threads, 16 -> 32 pixels (the scene of benchmarks/bench_rasterizer.py, alternating runs):
+#   C=3: 56-59 -> 49-51 ms;  C=4: 56-63 -> 51-55 ms;  C=8: 63-65 -> 60-64 ms;
+#   C=11: 71-96 -> 76-86 ms; C=19: 85-94 -> 91-100 ms.
+WIDE_TILE = 32
+WIDE_TILE_MAX_CHANNELS = 8
+# Fewer wide tiles than this (images under about 256x256) keep 16-pixel tiles: the kernels share tiles among the
+# threads dynamically and need many of them to balance. The rule must not involve the thread count: results are
+# bit-identical on any number of threads.
+MIN_WIDE_TILES = 64
+
+
+def kernel_tile(channels: int, width: int, height: int) -> int:
+    """The tile edge the kernels use by default: WIDE_TILE for at most WIDE_TILE_MAX_CHANNELS channels on images
+    of at least MIN_WIDE_TILES such tiles, else common.TILE_SIZE. Any tile gives the same image; the gradients'
+    per-tile partial sums, and so their last bits, depend on it."""
+    wide_tiles = -(-width // WIDE_TILE) * -(-height // WIDE_TILE)
+    return WIDE_TILE if channels <= WIDE_TILE_MAX_CHANNELS and wide_tiles >= MIN_WIDE_TILES else TILE_SIZE
+
+
+def rasterize(means2d, conics, opacities, colors, depths, radii, width: int, height: int, tile: int | None = None):
     """Alpha-composite projected Gaussians on the CPU (see :mod:`gaussian_renderer.backends.common`).
 
     Args:
         means2d: [N, 2] pixels. conics: [N, 3]. opacities: [N]. colors: [N, C] any C.
         depths: [N] sort keys (no gradient). radii: [N] int (0 = culled).
-        width, height: image size. tile: tile edge in pixels.
+        width, height: image size. tile: tile edge in pixels (None: :func:`kernel_tile`).
     Returns:
         image [C, H, W] and alpha [1, H, W], differentiable w.r.t. means2d, conics,
         opacities and colors. Runs on ``torch.get_num_threads()`` OpenMP threads.
     """
     if _extension() is None:
         raise RuntimeError("the C++ CPU rasterizer is not available; use the torch backend")
+    if tile is None:
+        tile = kernel_tile(colors.shape[1], int(width), int(height))
     dtype = working_dtype(colors)
     return _CompositeCPU.apply(
         means2d.to(dtype).contiguous(),
