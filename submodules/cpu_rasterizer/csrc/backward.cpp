@@ -193,7 +193,7 @@ CR_INLINE void backward_tile_body(const TileView& v, const RasterInputs<scalar_t
     const scalar_t* gausses = s.evals.gausses.data();
     const scalar_t* centres = s.evals.centres.data();
     const scalar_t* row_dy = s.evals.row_dy.data();
-    scalar_t color_local[kC > 0 ? kC : 1];  // see forward_tile_body
+    scalar_t color_local[kC > 0 ? kC : 1];  // see gaussian_colour
     for (int64_t k = longest - 1; k >= longest - kPrefetchAhead; --k) prefetch_gaussian(in, v, k);
     for (int32_t k = longest - 1; k >= 0; --k) {
         prefetch_gaussian(in, v, k - kPrefetchAhead);
@@ -201,11 +201,7 @@ CR_INLINE void backward_tile_body(const TileView& v, const RasterInputs<scalar_t
         const PackedGaussian<scalar_t> g = in.packed[gid];  // a local copy: no aliasing with the scratch stores
         int64_t r0, r1;
         if (!tile_rows(g, v, r0, r1)) continue;
-        const scalar_t* color = in.colors + static_cast<int64_t>(gid) * in.channels;
-        if constexpr (kC > 0) {
-            for (int ch = 0; ch < kC; ++ch) color_local[ch] = color[ch];
-            color = color_local;
-        }
+        const scalar_t* color = gaussian_colour<kC>(in, gid, color_local);
         GeoSums<V> geo;
         // the chunks where g is before some pixel's last contributor and the pixels have upstream gradient
         const int64_t n_visits = s.evals.template evaluate<kBytes, true>(

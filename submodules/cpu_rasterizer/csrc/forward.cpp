@@ -119,8 +119,7 @@ CR_INLINE void forward_tile_body(const TileView& v, const RasterInputs<scalar_t>
     const ForwardState<scalar_t> st = s.state();
     const ChunkVisit* visits = s.evals.visits.data();
     const scalar_t* alphas = s.evals.alphas.data();
-    // the colour as locals when the channel count is a compile-time constant (else read in place)
-    scalar_t color_local[kC > 0 ? kC : 1];
+    scalar_t color_local[kC > 0 ? kC : 1];  // see gaussian_colour
     for (int64_t k = 0; k < kPrefetchAhead; ++k) prefetch_gaussian(in, v, k);
     for (int64_t k = 0; k < v.count && alive > 0; ++k) {
         prefetch_gaussian(in, v, k + kPrefetchAhead);
@@ -128,11 +127,7 @@ CR_INLINE void forward_tile_body(const TileView& v, const RasterInputs<scalar_t>
         const PackedGaussian<scalar_t> g = in.packed[gid];  // a local copy: no aliasing with the scratch stores
         int64_t r0, r1;
         if (!tile_rows(g, v, r0, r1)) continue;
-        const scalar_t* color = in.colors + static_cast<int64_t>(gid) * in.channels;
-        if constexpr (kC > 0) {
-            for (int ch = 0; ch < kC; ++ch) color_local[ch] = color[ch];
-            color = color_local;
-        }
+        const scalar_t* color = gaussian_colour<kC>(in, gid, color_local);
         // the chunks with pixels still compositing (a chunk is visited once per Gaussian, so this holds
         // until it is composited below)
         const auto still_compositing = [&st](int64_t q) { return st.live[q] != 0; };

@@ -220,6 +220,18 @@ struct RasterInputs {
     Thresholds<scalar_t> th;
 };
 
+// Gaussian gid's colour [C]. For a compile-time channel count (kC > 0) it is copied into `local` [kC], so the
+// tile loops keep it in registers (their scratch stores may alias the colour array); else it is read in place.
+template <int kC, typename scalar_t>
+CR_INLINE const scalar_t* gaussian_colour(const RasterInputs<scalar_t>& in, int32_t gid, scalar_t* local) {
+    const scalar_t* color = in.colors + static_cast<int64_t>(gid) * in.channels;
+    if constexpr (kC > 0) {
+        for (int ch = 0; ch < kC; ++ch) local[ch] = color[ch];
+        return local;
+    }
+    return color;
+}
+
 // Inputs with the packed-Gaussian array allocated; fill it with pack_all.
 template <typename scalar_t>
 RasterInputs<scalar_t> make_inputs(const GaussianArrays<scalar_t>& gs, const Grid& grid,
