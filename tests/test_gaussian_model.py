@@ -173,3 +173,25 @@ def test_make_adam_follows_the_default_adam_update():
     fast = run(optim_utils.make_adam)
     assert not torch.equal(fast, start)
     torch.testing.assert_close(fast, run(torch.optim.Adam), rtol=1e-6, atol=1e-7)
+
+
+def test_densification_stats_equal_the_indexed_update():
+    """The dense statistics (no boolean indexing) give the graphdeco indexed update's values exactly."""
+    m = _model(n=64)
+    gen = torch.Generator().manual_seed(3)
+    accum, denom, radii_max = m.xyz_gradient_accum.clone(), m.denom.clone(), m.max_radii2D.clone()
+    for _ in range(3):
+        vis = torch.rand(64, generator=gen) > 0.4
+        radii = torch.where(vis, torch.randint(1, 40, (64,), generator=gen), 0).int()
+        pts = torch.zeros(64, 2, requires_grad=True)
+        grad = torch.randn(64, 2, generator=gen)
+        grad[~vis] = float("nan")  # hidden rows must not leak into the sums, whatever their gradient
+        pts.grad = grad
+        m.update_max_radii(radii, vis)
+        m.add_densification_stats(pts, vis, 80, 60)
+        scale = torch.tensor([40.0, 30.0])
+        accum[vis] += (grad[vis] * scale).norm(dim=-1, keepdim=True)
+        denom[vis] += 1
+        radii_max[vis] = torch.maximum(radii_max[vis], radii[vis].float())
+    assert torch.equal(m.xyz_gradient_accum, accum) and torch.equal(m.denom, denom)
+    assert torch.equal(m.max_radii2D, radii_max) and m.max_radii2D.max() > 0
