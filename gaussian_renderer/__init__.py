@@ -1,9 +1,10 @@
 """The one rendering entry point: :func:`render`.
 
 render() = deform (optional) -> project -> colour from SH -> composite (backend).
-Projection and SH run in PyTorch, or in the backend's fused kernels where it has them
-(gsplat on CUDA, the C++ extension on the CPU). All channels (RGB, optional per-Gaussian
-features, depth, optional inverse depth) are composited in one backend pass.
+Geometry (deformation, activations), projection and SH run in PyTorch, or in the backend's
+fused kernels where it has them (gsplat on CUDA, the C++ extension on the CPU). All channels
+(RGB, optional per-Gaussian features, depth, optional inverse depth) are composited in one
+backend pass.
 ``pipe.antialiasing`` scales each opacity by the projection's compensation.
 """
 from __future__ import annotations
@@ -49,10 +50,11 @@ def render(
         ``radii`` [N] int.
     """
     t = camera.time if time is None else time
-    means, scales, quats = gaussians.geometry_at(t)
-    scales = scales * scaling_modifier
+    engine = get_backend(backend or pipe.backend, gaussians.get_xyz.device.type)
+    means, scales, quats = gaussians.geometry_at(t, engine.geometry)
+    if scaling_modifier != 1.0:
+        scales = scales * scaling_modifier
     W, H = camera.image_width, camera.image_height
-    engine = get_backend(backend or pipe.backend, means.device.type)
     project = engine.project or project_gaussians
     proj = project(means, scales, quats, camera.viewmat, camera.K, W, H, antialiased=pipe.antialiasing)
     means2d = proj.means2d

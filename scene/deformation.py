@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from utils.general_utils import normalize
+
 DEFORM_CHANNELS = 10  # 3 position + 4 rotation + 3 log-scale offsets
 BUMP_WIDTH_SPACINGS = 1.0  # bump sigma in units of the spacing between centres
 
@@ -43,4 +45,24 @@ def deform_offsets(weights: torch.Tensor, t: float) -> tuple[torch.Tensor, torch
     # backward pass (einsum permuted the weights both ways: 19 vs 5 ms at N = 30,000, B = 17 on 2 CPU threads)
     basis = (phi[:, None, None] * torch.eye(channels, device=weights.device, dtype=weights.dtype)).reshape(-1, channels)
     off = weights.reshape(n, num_basis * channels) @ basis
-    return off[:, :3], off[:, 3:7], off[:, 7:10]
+    # one split: its backward is one concatenation (three slices would each zero-fill an [N, 10] gradient)
+    d_xyz, d_quat, d_log_scale = off.split([3, 4, 3], dim=1)
+    return d_xyz, d_quat, d_log_scale
+
+
+def gaussian_geometry(xyz: torch.Tensor, log_scales: torch.Tensor, quats: torch.Tensor,
+                      weights: torch.Tensor | None = None, t: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The Gaussians' world-space geometry at time ``t`` from their trained parameters (the torch reference of the
+    backends' fused ``geometry``).
+
+    Args:
+        xyz: [N, 3] positions. log_scales: [N, 3]. quats: [N, 4] (w first, any norm).
+        weights: [N, B, 10] bump weights of a deformable model, or None (``t`` is then unused).
+    Returns:
+        (means [N, 3], scales [N, 3] = exp(log scales), unit quaternions [N, 4]), offset by the deformation
+        at ``t`` when there are weights.
+    """
+    if weights is None:
+        return xyz, torch.exp(log_scales), normalize(quats)
+    d_xyz, d_rot, d_scale = deform_offsets(weights, t)
+    return xyz + d_xyz, torch.exp(log_scales + d_scale), normalize(quats + d_rot)

@@ -16,7 +16,7 @@ from scipy.spatial import cKDTree
 from torch import nn
 
 from scene import optim_utils
-from scene.deformation import DEFORM_CHANNELS, deform_offsets
+from scene.deformation import DEFORM_CHANNELS, gaussian_geometry
 from scene.ply_io import read_gaussian_ply, write_gaussian_ply
 from utils.errors import UserError
 from utils.general_utils import inverse_sigmoid, normalize, quat_to_rotmat
@@ -124,12 +124,14 @@ class GaussianModel:
     def is_deformable(self) -> bool:
         return "deform" in self.params
 
-    def geometry_at(self, t: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Positions [N,3], scales [N,3] and unit quaternions [N,4] at time ``t``."""
-        if not self.is_deformable:
-            return self.get_xyz, self.get_scaling, self.get_rotation
-        d_xyz, d_rot, d_scale = deform_offsets(self.params["deform"], t)
-        return self.params["xyz"] + d_xyz, torch.exp(self.params["scaling"] + d_scale), normalize(self.params["rotation"] + d_rot)
+    def geometry_at(self, t: float, kernel=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Positions [N,3], scales [N,3] and unit quaternions [N,4] at time ``t``.
+
+        ``kernel``: a backend's fused version of :func:`scene.deformation.gaussian_geometry` (same signature), or
+        None for that torch code.
+        """
+        p = self.params
+        return (kernel or gaussian_geometry)(p["xyz"], p["scaling"], p["rotation"], p.get("deform"), t)
 
     def oneup_sh_degree(self) -> None:
         self.active_sh_degree = min(self.active_sh_degree + 1, self.max_sh_degree)

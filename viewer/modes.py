@@ -54,8 +54,8 @@ class DisplayModel:
             keep[torch.topk(self.get_opacity[:, 0] * size * size, budget).indices] = True
         return DisplayModel(subset_model(self._model, keep), self.active_sh_degree)
 
-    def geometry_at(self, t: float):
-        return self._static if self._static is not None else self._model.geometry_at(t)
+    def geometry_at(self, t: float, kernel=None):
+        return self._static if self._static is not None else self._model.geometry_at(t, kernel)
 
     def __getattr__(self, name):
         if name == "_model" or name.startswith("__"):  # copy.copy probes these before _model exists

@@ -60,11 +60,13 @@ class Backend:
     project: same signature and :class:`~gaussian_renderer.projection.Projected` result as
         ``project_gaussians``; None = use the torch projection.
     sh_to_color: same signature and result as ``eval_sh``; None = use the torch SH.
+    geometry: same signature and result as ``scene.deformation.gaussian_geometry``; None = use that torch code.
     """
 
     rasterize: Callable
     project: Callable | None = None
     sh_to_color: Callable | None = None
+    geometry: Callable | None = None
 
 
 def get_backend(name: str, device_type: str) -> Backend:
@@ -77,7 +79,7 @@ def get_backend(name: str, device_type: str) -> Backend:
     if resolved == "cpu":
         from gaussian_renderer.backends import cpu_projection
 
-        return Backend(rasterize, cpu_projection.project, cpu_projection.sh_to_color)
+        return Backend(rasterize, cpu_projection.project, cpu_projection.sh_to_color, cpu_projection.geometry)
     return Backend(rasterize)
 
 

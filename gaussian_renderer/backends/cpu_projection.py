@@ -1,10 +1,11 @@
-"""Fused projection and SH colour on the CPU (C++/OpenMP kernels of submodules/cpu_rasterizer).
+"""Fused per-Gaussian geometry, projection and SH colour on the CPU (C++/OpenMP kernels of submodules/cpu_rasterizer).
 
-:func:`project` and :func:`sh_to_color` compute :func:`gaussian_renderer.projection.project_gaussians`
-and :func:`utils.sh_utils.eval_sh` with the same operations in the same order, one Gaussian per
-loop iteration, and their backward passes are the derivatives autograd takes of the torch code
-(tests/test_cpu_projection.py holds them to it, float64 gradcheck included). Together they
-replace about 140 small torch ops per render, and the autograd graph behind them, by four calls.
+:func:`geometry`, :func:`project` and :func:`sh_to_color` compute :func:`scene.deformation.gaussian_geometry`,
+:func:`gaussian_renderer.projection.project_gaussians` and :func:`utils.sh_utils.eval_sh` with the same
+operations, one Gaussian per loop iteration, and their backward passes are the derivatives autograd takes of
+the torch code (tests/test_cpu_projection.py and tests/test_cpu_geometry.py hold them to it, float64
+gradcheck included). Together they replace about 170 small torch ops per render, and the autograd graph
+behind them, by six calls.
 
 Not covered by the kernels, so handed to the torch code instead: gradients w.r.t. the camera
 (``viewmat`` / ``K`` requiring grad) and w.r.t. the view directions (render() detaches them).
@@ -18,6 +19,7 @@ from gaussian_renderer.backends.common import MAX_SUPPORT_SIGMAS
 from gaussian_renderer.backends.cpu_backend import _extension, working_dtype
 from gaussian_renderer.projection import (COMPENSATION_FLOOR, EIGEN_GAP_FLOOR, EPS_2D, FRUSTUM_SLACK, NEAR_PLANE,
                                           SIGMA_EXTENT, Projected, project_gaussians)
+from scene.deformation import bump_activations, gaussian_geometry
 from utils.general_utils import NORM_EPS, normalize
 from utils.sh_utils import SH_C0, SH_C1, SH_C2, SH_C3, eval_sh
 
@@ -96,3 +98,37 @@ def sh_to_color(degree: int, sh: torch.Tensor, dirs: torch.Tensor) -> torch.Tens
         return eval_sh(degree, sh, normalize(dirs))
     dtype = working_dtype(sh)
     return _ShCPU.apply(int(degree), sh.to(dtype).contiguous(), dirs.to(dtype).contiguous(), torch.get_num_threads())
+
+
+class _GeometryCPU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, xyz, log_scales, quats, weights, phi, threads):
+        ctx.save_for_backward(log_scales, quats, weights, phi)
+        ctx.threads = threads
+        return tuple(_extension().geometry_forward(xyz, log_scales, quats, weights, phi, NORM_EPS, threads))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_means, grad_scales, grad_quats):
+        log_scales, quats, weights, phi = ctx.saved_tensors
+        grads = (torch.zeros_like(ref) if g is None else g.to(ref.dtype).contiguous()
+                 for g, ref in ((grad_means, log_scales), (grad_scales, log_scales), (grad_quats, quats)))
+        d_xyz, d_log_scales, d_quats, d_weights = _extension().geometry_backward(
+            log_scales, quats, weights, phi, NORM_EPS, *grads, ctx.threads)
+        return d_xyz, d_log_scales, d_quats, d_weights if weights is not None else None, None, None
+
+
+def geometry(xyz, log_scales, quats, weights=None, t: float = 0.0):
+    """The C++ ``scene.deformation.gaussian_geometry``: (means [N, 3], scales [N, 3], unit quaternions [N, 4]).
+
+    Args and result as that function (weights [N, B, 10] or None). Differentiable w.r.t. xyz, log_scales,
+    quats and weights (the bump activations at ``t`` are constants); one pass over the Gaussians each way
+    instead of the deformation's matrix products and the activations' autograd graph.
+    """
+    dtype = working_dtype(xyz)
+    params = [p.to(dtype).contiguous() for p in (xyz, log_scales, quats)]
+    phi = None
+    if weights is not None:
+        weights = weights.to(dtype).contiguous()
+        phi = bump_activations(t, weights.shape[1], weights.device, dtype)
+    return _GeometryCPU.apply(*params, weights, phi, torch.get_num_threads())

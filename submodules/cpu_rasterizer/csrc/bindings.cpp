@@ -1,8 +1,9 @@
 // Python bindings with input validation (every check names the offending argument).
-// With ssim_binding.cpp, the only translation units that include torch.
+// With ssim_binding.cpp and geometry_binding.cpp, the only translation units that include torch.
 #include <torch/extension.h>
 
 #include "binding_checks.h"
+#include "geometry_binding.h"
 #include "projection.h"
 #include "rasterizer.h"
 #include "ssim_binding.h"
@@ -369,6 +370,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           "sh_forward(sh, dirs, degree, constants, norm_eps, num_threads): colors [N, 3]");
     m.def("sh_backward", &cpu_rasterizer::py_sh_backward,
           "sh_backward(sh, dirs, degree, constants, norm_eps, grad_colors, num_threads): d_sh [N, K, 3]");
+    m.def("geometry_forward", &cpu_rasterizer::py_geometry_forward,
+          "geometry_forward(xyz, log_scales, quats, weights or None, phi or None, norm_eps, num_threads): (means, "
+          "scales, unit quats) at the time whose bump activations are phi (scene/deformation.gaussian_geometry)");
+    m.def("geometry_backward", &cpu_rasterizer::py_geometry_backward,
+          "geometry_backward(log_scales, quats, weights or None, phi or None, norm_eps, grad_means, grad_scales, "
+          "grad_quats, num_threads): (d_xyz, d_log_scales, d_quats, d_weights or [0])");
     m.def("l1_dssim", &cpu_rasterizer::py_l1_dssim,
           "l1_dssim(pred, gt, mask or None, lambda, taps, c1, c2, need_grad, num_threads, isa): (loss [], "
           "d loss / d pred [C, H, W] or [0]); the training colour loss (1 - lambda) L1 + lambda (1 - SSIM)");
