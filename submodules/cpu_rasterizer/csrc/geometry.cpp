@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "projection.h"
+#include "quaternion.h"
 #include "rasterizer.h"
 
 namespace cpu_rasterizer {
@@ -18,9 +19,7 @@ constexpr int kVec3 = 3;
 template <typename T>
 struct Activated {
     T offsets[kDeformChannels];  // sum_b phi_b w_b (0 without deformation)
-    T q[kQuat];                  // quaternion before normalisation
-    T norm;                      // |q|
-    T divisor;                   // max(|q|, norm_eps)
+    UnitQuat<T> unit;            // (raw quaternion + offsets) / max(|.|, norm_eps)
     T scales[kVec3];             // exp(log scale + offset)
 };
 
@@ -30,17 +29,17 @@ inline void activate(const RawGeometry<T>& in, int64_t i, T norm_eps, Activated<
     const T* quat = in.quats + kQuat * i;
     const T* log_scale = in.log_scales + kVec3 * i;
     if (in.bumps == 0) {  // no offsets added: the values are exactly those of the undeformed activations
-        std::copy_n(quat, kQuat, a.q);
+        a.unit = unit_quat(quat, norm_eps);
         for (int k = 0; k < kVec3; ++k) a.scales[k] = std::exp(log_scale[k]);
-    } else {
-        const T* w = in.weights + i * in.bumps * kDeformChannels;
-        for (int64_t b = 0; b < in.bumps; ++b, w += kDeformChannels)
-            for (int c = 0; c < kDeformChannels; ++c) a.offsets[c] += in.phi[b] * w[c];
-        for (int k = 0; k < kQuat; ++k) a.q[k] = quat[k] + a.offsets[kDeformQuat + k];
-        for (int k = 0; k < kVec3; ++k) a.scales[k] = std::exp(log_scale[k] + a.offsets[kDeformScale + k]);
+        return;
     }
-    a.norm = std::sqrt(a.q[0] * a.q[0] + a.q[1] * a.q[1] + a.q[2] * a.q[2] + a.q[3] * a.q[3]);
-    a.divisor = std::max(a.norm, norm_eps);  // NaN norm stays NaN (std::max keeps its first argument)
+    const T* w = in.weights + i * in.bumps * kDeformChannels;
+    for (int64_t b = 0; b < in.bumps; ++b, w += kDeformChannels)
+        for (int c = 0; c < kDeformChannels; ++c) a.offsets[c] += in.phi[b] * w[c];
+    T q[kQuat];
+    for (int k = 0; k < kQuat; ++k) q[k] = quat[k] + a.offsets[kDeformQuat + k];
+    a.unit = unit_quat(q, norm_eps);
+    for (int k = 0; k < kVec3; ++k) a.scales[k] = std::exp(log_scale[k] + a.offsets[kDeformScale + k]);
 }
 
 // fn(i, a) for every Gaussian i with its intermediates a.
@@ -66,7 +65,7 @@ void geometry_forward(const RawGeometry<scalar_t>& in, double norm_eps, const Ge
             out.means[kVec3 * i + k] = in.bumps == 0 ? xyz[k] : xyz[k] + a.offsets[kDeformXyz + k];
             out.scales[kVec3 * i + k] = a.scales[k];
         }
-        for (int k = 0; k < kQuat; ++k) out.quats[kQuat * i + k] = a.q[k] / a.divisor;
+        std::copy_n(a.unit.q, kQuat, out.quats + kQuat * i);
     });
 }
 
@@ -80,15 +79,7 @@ void geometry_backward(const RawGeometry<scalar_t>& in, double norm_eps, const G
             d_offsets[kDeformXyz + k] = grad.means[kVec3 * i + k];
             d_offsets[kDeformScale + k] = grad.scales[kVec3 * i + k] * a.scales[k];  // d exp(x) = exp(x) dx
         }
-        // q / max(|q|, eps): the direct term, then through the divisor (zero where the clamp holds it at eps)
-        // and the norm (zero at |q| = 0)
-        const scalar_t* g = grad.quats + kQuat * i;
-        scalar_t g_dot_q(0);
-        for (int k = 0; k < kQuat; ++k) g_dot_q += g[k] * a.q[k];
-        const scalar_t d_divisor = -g_dot_q / (a.divisor * a.divisor);
-        const scalar_t d_norm = a.norm >= eps ? d_divisor : scalar_t(0);
-        const scalar_t norm_scale = a.norm == scalar_t(0) ? scalar_t(0) : d_norm / a.norm;
-        for (int k = 0; k < kQuat; ++k) d_offsets[kDeformQuat + k] = g[k] / a.divisor + a.q[k] * norm_scale;
+        unit_quat_backward(a.unit, grad.quats + kQuat * i, eps, d_offsets + kDeformQuat);
 
         for (int k = 0; k < kVec3; ++k) {
             out.xyz[kVec3 * i + k] = d_offsets[kDeformXyz + k];

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "projection.h"
+#include "quaternion.h"
 #include "rasterizer.h"
 
 namespace cpu_rasterizer {
@@ -43,19 +44,14 @@ Camera<T> make_camera(const ProjectionCamera<T>& c, const ProjectionSettings& st
 
 // Rotation matrix of q / max(|q|, eps) (general_utils.quat_to_rotmat).
 template <typename T>
-struct Rotation {
-    T q[4];     // normalised (w, x, y, z)
-    T norm;     // |q| before the clamp
-    T scale;    // max(|q|, eps)
+struct Rotation : UnitQuat<T> {
     T m[3][3];
 };
 
 template <typename T>
 inline Rotation<T> rotation(const T* q, T norm_eps) {
     Rotation<T> r;
-    r.norm = std::sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]);
-    r.scale = std::max(r.norm, norm_eps);  // NaN stays NaN, as in torch's clamp_min
-    for (int i = 0; i < 4; ++i) r.q[i] = q[i] / r.scale;
+    static_cast<UnitQuat<T>&>(r) = unit_quat(q, norm_eps);
     const T w = r.q[0], x = r.q[1], y = r.q[2], z = r.q[3];
     const T one(1), two(2);
     r.m[0][0] = one - two * (y * y + z * z);
@@ -263,11 +259,7 @@ inline void backward_one(const Camera<T>& k, const GeometryArrays<T>& gs, const 
         T(2) * (-T(2) * qz * dR[0][0] - w * dR[0][1] + qx * dR[0][2] + w * dR[1][0] - T(2) * qz * dR[1][1] +
                 qy * dR[1][2] + qx * dR[2][0] + qy * dR[2][1]),
     };
-    // q / max(|q|, eps): the norm's gradient passes where |q| >= eps (then the scale is |q|)
-    const T radial = g.rot.norm >= static_cast<T>(st.norm_eps)
-                         ? gq[0] * g.rot.q[0] + gq[1] * g.rot.q[1] + gq[2] * g.rot.q[2] + gq[3] * g.rot.q[3]
-                         : T(0);
-    for (int j = 0; j < 4; ++j) out.quats[4 * i + j] = (gq[j] - radial * g.rot.q[j]) / g.rot.scale;
+    unit_quat_backward<T>(g.rot, gq, static_cast<T>(st.norm_eps), out.quats + 4 * i);
 }
 
 }  // namespace
