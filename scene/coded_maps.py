@@ -2,8 +2,8 @@
 
 A training view's image, mask and depth map take 12 + 4 + 4 bytes per pixel as float32; held as
 codes they take 3 + 1/8 + 1..2 (``uint8`` codes when the table has at most 256 entries, 16-bit codes
-up to 65,536; masks one bit per pixel). :meth:`CodedMap.decode` turns them back into float32 [C,H,W] with a gather,
-``table[codes]``: no arithmetic, so on every device the floats are the very values the loader
+up to 65,536; masks one bit per pixel). :meth:`CodedMap.decode` turns them back into float32 [C,H,W]
+with a table lookup, ``table[codes]``: no arithmetic, so on every device the floats are the very values the loader
 computed on the host, bit for bit. The loader builds the table with the same numpy expression the
 float maps were computed with (:func:`unit_table` for 8-bit images, :func:`palette` for a map
 that is a function of integer keys, such as a depth map of its PNG values).
@@ -39,18 +39,26 @@ class CodedMap:
     packed_width: int | None = None
 
     def decode(self) -> torch.Tensor:
-        """float32 [C,H,W] on the codes' device."""
+        """float32 [C,H,W] on the codes' device: one ``index_select`` of int32 codes into the flattened tables
+        (channel c's codes offset by c * K when each channel has its own table). Packed bits are looked up a
+        byte at a time, in a [256 * T, 8] table of the values of each byte's eight pixels."""
         if self.table is None:
             return self.codes
+        device = self.codes.device
+        table = self.table.to(device)
+        C = self.codes.shape[0]
         if self.packed_width is not None:
-            idx = unpack_bits(self.codes, self.packed_width).long()
-        else:
-            idx = self.codes.long()
+            table = table[:, byte_bits(device)]  # [T, 256, 8]
+        idx = self.codes.int()
         if self.codes.dtype == torch.int16:
             idx = idx & U16_MASK
-        C = idx.shape[0]
-        table = self.table.to(idx.device)
-        return table.expand(C, -1).gather(1, idx.reshape(C, -1)).view(idx.shape)
+        if table.shape[0] > 1:  # one table per channel
+            idx = idx + torch.arange(C, device=device, dtype=torch.int32).view(C, 1, 1) * table.shape[1]
+        rows = table.reshape(-1, *table.shape[2:]) if self.packed_width is not None else table.reshape(-1)
+        values = rows.index_select(0, idx.reshape(-1)).view(*self.codes.shape, *table.shape[2:])
+        if self.packed_width is None:
+            return values
+        return values.flatten(-2)[..., : self.packed_width].contiguous()
 
     def stored_on(self, device) -> "CodedMap":
         """The same codes on ``device`` (the table stays on the host)."""
@@ -97,11 +105,11 @@ def pack_bits(bits: torch.Tensor) -> torch.Tensor:
     return (padded.view(*bits.shape[:-1], -1, BITS) * weights).sum(-1, dtype=torch.uint8)
 
 
-def unpack_bits(packed: torch.Tensor, width: int) -> torch.Tensor:
-    """[..., ceil(W/8)] uint8 -> [..., W] uint8 0/1 (inverse of :func:`pack_bits`)."""
-    shifts = torch.arange(BITS - 1, -1, -1, device=packed.device, dtype=torch.uint8)
-    bits = (packed[..., None] >> shifts) & 1
-    return bits.flatten(-2)[..., :width]
+@lru_cache(maxsize=None)
+def byte_bits(device) -> torch.Tensor:
+    """[256, 8] int64: row b holds the bits of byte value b, first pixel (high bit) first (:func:`pack_bits`'s order)."""
+    shifts = torch.arange(BITS - 1, -1, -1)
+    return ((torch.arange(U8_CODES)[:, None] >> shifts) & 1).to(device)
 
 
 def binary_map(valid) -> CodedMap:

@@ -144,6 +144,16 @@ def test_per_channel_tables_and_plain_maps():
         valid = torch.rand(2, 3, width) > 0.5
         m = binary_map(valid)
         assert m.codes.shape == (2, 3, (width + 7) // 8) and torch.equal(m.decode(), valid.float())
+    # packed bits into one table per channel (values other than 0/1), against a brute-force lookup
+    per_channel = torch.tensor([[-1.0, 2.5], [7.0, -3.0]])
+    valid = torch.rand(2, 4, 13, generator=torch.Generator().manual_seed(3)) > 0.5
+    packed = CodedMap(binary_map(valid).codes, per_channel, 13)
+    assert torch.equal(packed.decode(), torch.stack([per_channel[c][valid[c].long()] for c in range(2)]))
+    # 16-bit codes (above 32767 too) into one table per channel
+    wide = torch.rand(2, 65536, generator=torch.Generator().manual_seed(4))
+    keys = torch.tensor([[[0, 32767, 32768, 65535]], [[65535, 1, 40000, 0]]])
+    coded16 = CodedMap(keys.to(torch.int32).to(torch.int16), wide)
+    assert torch.equal(coded16.decode(), torch.stack([wide[c][keys[c]] for c in range(2)]))
     img = np.random.default_rng(1).integers(0, 256, (2, 3, 3), dtype=np.uint8)
     assert torch.equal(uint8_map(img).decode(), torch.from_numpy(img.transpose(2, 0, 1).astype(np.float32) / 255.0))
 
