@@ -37,7 +37,7 @@ from utils.train_utils import CameraSampler, check_checkpoint_matches, evaluate,
 from viewer.params import TrainingViewerParams
 from viewer.training import TrainingViewer
 
-LOG_EVERY = 10  # progress-bar refresh interval (iterations)
+LOG_EVERY = 10  # progress-bar refresh interval (iterations); the training PSNR is measured on these iterations
 DESCRIPTION = "Train a Gaussian Splatting model"
 
 
@@ -124,6 +124,7 @@ def training(dataset: ModelParams, opt: OptimizationParams, pipe: PipelineParams
     viewer = TrainingViewer.for_training(view, gaussians, pipe, bg, scene)
     progress = tqdm(range(first_iter, opt.iterations + 1), desc="Training", disable=run.quiet, initial=first_iter - 1, total=opt.iterations)
     ema_loss = ema_psnr = None
+    shows_psnr = not run.quiet or view.enabled  # the bar and the viewer show it; --quiet without a viewer skips it
     last_metrics: dict = {}
     for iteration in progress:
         gaussians.update_learning_rate(iteration)
@@ -141,10 +142,12 @@ def training(dataset: ModelParams, opt: OptimizationParams, pipe: PipelineParams
             loss.backward()
 
         with torch.no_grad():
-            cur_psnr = float(psnr(pkg["render"].clamp(0, 1), cam.original_image, cam.mask))
             ema_loss = loss_value if ema_loss is None else 0.4 * loss_value + 0.6 * ema_loss
-            ema_psnr = cur_psnr if ema_psnr is None else 0.4 * cur_psnr + 0.6 * ema_psnr
-            if iteration % LOG_EVERY == 0 or iteration == opt.iterations:
+            logged = iteration % LOG_EVERY == 0 or iteration == opt.iterations
+            if logged and shows_psnr:  # the training PSNR is measured on the logged iterations' views only
+                cur_psnr = float(psnr(pkg["render"].clamp(0, 1), cam.original_image, cam.mask))
+                ema_psnr = cur_psnr if ema_psnr is None else 0.4 * cur_psnr + 0.6 * ema_psnr
+            if logged and not run.quiet:
                 progress.set_postfix(loss=f"{ema_loss:.4f}", psnr=f"{ema_psnr:.2f}", n=gaussians.num_points)
             if iteration in run.test_iterations:
                 last_metrics = {"iteration": iteration, "test": evaluate(test_cams, render_fn),
@@ -180,7 +183,7 @@ def training(dataset: ModelParams, opt: OptimizationParams, pipe: PipelineParams
                 check_parameters(iteration, gaussians, opt)
                 extra = losses.state() if exposures is None else {**losses.state(), "exposure": exposures.state()}
                 save_checkpoint(folder.checkpoint(iteration), gaussians, iteration, sampler, extra)
-        viewer.update(gaussians, iteration, {"loss": ema_loss, "psnr": ema_psnr})
+        viewer.update(gaussians, iteration, {"loss": ema_loss} if ema_psnr is None else {"loss": ema_loss, "psnr": ema_psnr})
         viewer.wait_while_paused()
     progress.close()
     viewer.close()

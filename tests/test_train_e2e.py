@@ -128,3 +128,15 @@ def test_debug_flag_stops_at_the_first_non_finite_tensor(tmp_path):
     with pytest.raises(UserError, match=r"iteration \d+: .*training diverged; check --scaling_lr 10000"):
         train.main(base + ["-m", str(tmp_path / "plain"), "--scaling_lr", "1e4"])
     assert not (tmp_path / "plain" / "point_cloud").exists()
+
+
+def test_progress_bar_shows_loss_and_training_psnr_and_quiet_silences_it(blender_scene, tmp_path, capfd):
+    common = ["-s", str(blender_scene), "--iterations", "12", "-r", "4", "--test_iterations", "-1", "--save_iterations", "12"]
+    train.main(common + ["-m", str(tmp_path / "shown")])
+    err = capfd.readouterr().err
+    bar = [line for line in err.replace("\r", "\n").splitlines() if "Training" in line and "psnr=" in line]
+    assert bar, err  # the training PSNR is measured on the logged iterations (10 and the last)
+    assert np.isfinite(float(bar[-1].split("psnr=")[1].split(",")[0].rstrip("]"))) and "loss=" in bar[-1]
+    train.main(common + ["-m", str(tmp_path / "quiet"), "--quiet"])
+    out = capfd.readouterr()
+    assert out.err == "" and out.out == ""
