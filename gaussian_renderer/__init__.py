@@ -1,10 +1,10 @@
 """The one rendering entry point: :func:`render`.
 
-render() = deform (optional) -> project -> colour from SH -> composite (backend).
-Geometry (deformation, activations), projection and SH run in PyTorch, or in the backend's
-fused kernels where it has them (gsplat on CUDA, the C++ extension on the CPU). All channels
-(RGB, optional per-Gaussian features, depth, optional inverse depth) are composited in one
-backend pass.
+render() = deform (optional) -> project -> colour from SH -> composite (backend) -> finish
+(background, depth normalisation). Geometry (deformation, activations), projection, SH and the
+finish run in PyTorch, or in the backend's fused kernels where it has them (gsplat on CUDA, the
+C++ extension on the CPU). All channels (RGB, optional per-Gaussian features, depth, optional
+inverse depth) are composited in one backend pass.
 ``pipe.antialiasing`` scales each opacity by the projection's compensation.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ import utils.omp_policy  # noqa: F401  (before torch; see that module)
 import torch  # noqa: E402
 
 from gaussian_renderer.backends import get_backend  # noqa: E402
+from gaussian_renderer.backends.common import finish_outputs  # noqa: E402
 from gaussian_renderer.projection import NEAR_PLANE, project_gaussians  # noqa: E402
 from utils.general_utils import normalize  # noqa: E402
 from utils.sh_utils import eval_sh  # noqa: E402
@@ -88,17 +89,14 @@ def render(
     out, alpha = engine.rasterize(means2d, proj.conics, opacities, stacked, proj.depths, proj.radii, W, H, **tiles)
     if debug:
         check_finite(camera, rasterizer_output=out, rasterizer_alpha=alpha)
-    d = out.shape[0] - 1 - int(invdepth)  # the depth channel
-    # one split (its backward is one concatenation; slices would each zero-fill a full-size gradient)
-    rgb, feature_map, depth_sum, inv = out.split([3, d - 3, 1, int(invdepth)])
-    image = rgb + (1.0 - alpha) * bg_color[:, None, None]
-    depth = depth_sum / alpha.clamp_min(1e-6)
+    finish = engine.finish or finish_outputs
+    image, feature_map, depth, inv = finish(out, alpha, bg_color, out.shape[0] - 1 - int(invdepth), invdepth)
     return {
         "render": image,
         "depth": depth,
         "alpha": alpha,
         "feature_map": feature_map if feats is not None else None,
-        "invdepth": inv if invdepth else None,
+        "invdepth": inv,
         "viewspace_points": means2d,
         "visibility_filter": proj.radii > 0,
         "radii": proj.radii,

@@ -142,14 +142,47 @@ def l1_dssim_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | Non
                              torch.get_num_threads(), backend.KERNEL_ISA)
 
 
-def depth_l1_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """L1 on depth over valid pixels with ground truth (gt > 0), divided by the mean valid ground-truth depth.
+DEPTH_SCALE_FLOOR = 1e-8  # the depth L1's normaliser (mean valid ground-truth depth) is at least this
 
-    The normalisation makes the term unit-free, so one ``--lambda_depth`` works whether the
-    depth PNGs hold millimetres, 0.1 mm steps or 8-bit relative values.
-    """
+
+def depth_l1_torch(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`depth_l1_loss` composed of torch ops (the reference; CUDA tensors use it)."""
     valid = (gt > 0).to(pred.dtype)
     if mask is not None:
         valid = valid * mask
-    scale = masked_mean(gt, valid).detach().clamp_min(1e-8)
+    scale = masked_mean(gt, valid).detach().clamp_min(DEPTH_SCALE_FLOOR)
     return masked_mean((pred - gt).abs(), valid) / scale
+
+
+class _DepthL1CPU(torch.autograd.Function):
+    """The C++ kernel: the loss and its gradient w.r.t. ``pred`` in one pass each."""
+
+    @staticmethod
+    def forward(ctx, pred, gt, mask, ext, threads):
+        loss, grad = ext.depth_l1(pred, gt, mask, DEPTH_SCALE_FLOOR, ctx.needs_input_grad[0], threads)
+        ctx.save_for_backward(grad)
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_loss, None, None, None, None
+
+
+def depth_l1_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """L1 on depth over valid pixels with ground truth (gt > 0), divided by the mean valid ground-truth depth.
+
+    ``pred``, ``gt``, ``mask`` [1,H,W]. The normalisation makes the term unit-free, so one ``--lambda_depth``
+    works whether the depth PNGs hold millimetres, 0.1 mm steps or 8-bit relative values. CPU maps go through
+    the C++ kernel of submodules/cpu_rasterizer when it is available; otherwise :func:`depth_l1_torch`, whose
+    values it equals to float rounding.
+    """
+    backend = _cpu_backend_for(pred, gt, mask)
+    if backend is None or pred.dim() != 3 or pred.shape[0] != 1:
+        return depth_l1_torch(pred, gt, mask)
+
+    def arg(t):
+        return None if t is None else t.detach().to(pred.dtype).contiguous()
+
+    return _DepthL1CPU.apply(pred.contiguous(), arg(gt), arg(mask), backend._extension(), torch.get_num_threads())

@@ -61,12 +61,14 @@ class Backend:
         ``project_gaussians``; None = use the torch projection.
     sh_to_color: same signature and result as ``eval_sh``; None = use the torch SH.
     geometry: same signature and result as ``scene.deformation.gaussian_geometry``; None = use that torch code.
+    finish: same signature and result as ``common.finish_outputs``; None = use that torch code.
     """
 
     rasterize: Callable
     project: Callable | None = None
     sh_to_color: Callable | None = None
     geometry: Callable | None = None
+    finish: Callable | None = None
 
 
 def get_backend(name: str, device_type: str) -> Backend:
@@ -79,7 +81,10 @@ def get_backend(name: str, device_type: str) -> Backend:
     if resolved == "cpu":
         from gaussian_renderer.backends import cpu_projection
 
-        return Backend(rasterize, cpu_projection.project, cpu_projection.sh_to_color, cpu_projection.geometry)
+        from gaussian_renderer.backends import cpu_image_ops
+
+        return Backend(rasterize, cpu_projection.project, cpu_projection.sh_to_color, cpu_projection.geometry,
+                       cpu_image_ops.finish)
     return Backend(rasterize)
 
 

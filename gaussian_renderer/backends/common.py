@@ -10,6 +10,10 @@ Compositing contract (all backends):
   * Outputs: ``image[c] = sum_i w_i color_i[c]`` and ``alpha = sum_i w_i``, w_i = alpha_i T_i;
     no background (the caller adds ``(1 - alpha) * bg``).
 
+render()'s outputs from these (:func:`finish_outputs`; a backend may fuse it, ``Backend.finish``):
+the image on the background ``rgb + (1 - alpha) bg``, the depth normalised by the coverage
+``depth_sum / max(alpha, DEPTH_ALPHA_FLOOR)``, the other channels (features, 1/z) as composited.
+
 Support cut-off (how backends find the pixels a Gaussian can reach, without changing any):
   alpha >= ALPHA_MIN needs opacity * exp(power) >= ALPHA_MIN, i.e. with the conic form
   q(d) = a dx^2 + 2 b dx dy + c dy^2 = -2 power:
@@ -40,6 +44,7 @@ T_MIN = 1e-4
 MAX_SUPPORT_SIGMAS = math.sqrt(2.0 * math.log(1.0 / ALPHA_MIN))  # reach of an opacity-1 Gaussian (3.33)
 SUPPORT_SLACK_ULPS = 256.0  # rounding margin on the support bound, in units of the working epsilon
 SPAN_MARGIN_PX = 1e-3  # tile rectangles are widened by this much on each side
+DEPTH_ALPHA_FLOOR = 1e-6  # the depth's normaliser: keeps it finite where no Gaussian covers the pixel
 
 
 @dataclass
@@ -177,3 +182,21 @@ def bin_gaussians(means2d, conics, opacities, radii, depths, width: int, height:
     offsets = torch.zeros(n_tiles + 1, dtype=torch.long, device=gid.device)
     offsets[1:] = torch.cumsum(per_tile, 0)
     return gid[perm], offsets
+
+
+def finish_outputs(out: torch.Tensor, alpha: torch.Tensor, bg: torch.Tensor, depth_channel: int, invdepth: bool):
+    """render()'s maps from the compositing's (the reference of every backend's fused ``finish``).
+
+    Args:
+        out: [C, H, W] composited channels: RGB, features (rows 3 .. depth_channel - 1), the depth sum
+            (row ``depth_channel``) and, when ``invdepth``, the 1/z sum (the last row).
+        alpha: [1, H, W] coverage. bg: [3] background colour.
+    Returns:
+        (image [3, H, W] on the background, features [depth_channel - 3, H, W], depth [1, H, W]
+        normalised by the coverage, inverse depth [1, H, W] or None); features and inverse depth as composited.
+    """
+    # one split (its backward is one concatenation; slices would each zero-fill a full-size gradient)
+    rgb, features, depth_sum, inv = out.split([3, depth_channel - 3, 1, int(invdepth)])
+    image = rgb + (1.0 - alpha) * bg[:, None, None]
+    depth = depth_sum / alpha.clamp_min(DEPTH_ALPHA_FLOOR)
+    return image, features, depth, inv if invdepth else None

@@ -4,6 +4,7 @@
 
 #include "binding_checks.h"
 #include "geometry_binding.h"
+#include "image_ops_binding.h"
 #include "projection.h"
 #include "rasterizer.h"
 #include "ssim_binding.h"
@@ -379,4 +380,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("l1_dssim", &cpu_rasterizer::py_l1_dssim,
           "l1_dssim(pred, gt, mask or None, lambda, taps, c1, c2, need_grad, num_threads, isa): (loss [], "
           "d loss / d pred [C, H, W] or [0]); the training colour loss (1 - lambda) L1 + lambda (1 - SSIM)");
+    m.def("finish_forward", &cpu_rasterizer::py_finish_forward,
+          "finish_forward(out, alpha, bg, depth_channel, alpha_floor, num_threads): (image [3, H, W] on the "
+          "background, depth [1, H, W] normalised by alpha) (backends/common.finish_outputs)");
+    m.def("finish_backward", &cpu_rasterizer::py_finish_backward,
+          "finish_backward(out, alpha, bg, depth_channel, alpha_floor, grad_image or None, grad_depth or None, "
+          "num_threads): (grad_out [C, H, W] with rows 0-2 and depth_channel written, grad_alpha [1, H, W])");
+    m.def("depth_l1", &cpu_rasterizer::py_depth_l1,
+          "depth_l1(pred, gt, mask or None, scale_floor, need_grad, num_threads): (loss [], d loss / d pred "
+          "[1, H, W] or [0]); L1 on depth over gt > 0, divided by the mean valid gt (loss_utils.depth_l1_torch)");
 }
