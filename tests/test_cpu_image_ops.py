@@ -107,6 +107,7 @@ def test_depth_l1_equals_the_torch_loss(mask, dtype, rtol):
     loss, grad = depth_grads(depth_l1_loss, pred, gt, m)
     ref_loss, ref_grad = depth_grads(depth_l1_torch, pred, gt, m)
     torch.testing.assert_close(loss, ref_loss, rtol=rtol, atol=0.0)
+    assert type(depth_l1_loss(pred.requires_grad_(), gt, m).grad_fn).__name__ == "_FusedLossCPUBackward"
     torch.testing.assert_close(grad, ref_grad, rtol=rtol, atol=rtol * float(ref_grad.abs().max()))
     assert not grad[0, 1].any() and not grad[0, 2, :5].any()  # no ground truth / pred == gt
 

@@ -92,13 +92,13 @@ def _window_taps(dtype: torch.dtype) -> list[float]:
     return _gaussian_kernel_1d("cpu", dtype).tolist()
 
 
-class _L1DssimCPU(torch.autograd.Function):
-    """The fused C++ kernel: the loss and its gradient w.r.t. ``pred`` in one call."""
+class _FusedLossCPU(torch.autograd.Function):
+    """A C++ loss kernel that gives the loss and its gradient w.r.t. ``pred`` in one call:
+    ``kernel(need_grad) -> (loss [], d loss / d pred, or [0] when not needed)``."""
 
     @staticmethod
-    def forward(ctx, pred, gt, mask, lambda_dssim, ext, threads, isa):
-        loss, grad = ext.l1_dssim(pred, gt, mask, lambda_dssim, _window_taps(pred.dtype), SSIM_C1, SSIM_C2, ctx.needs_input_grad[0],
-                                  threads, isa)
+    def forward(ctx, pred, kernel):
+        loss, grad = kernel(ctx.needs_input_grad[0])
         ctx.save_for_backward(grad)
         return loss
 
@@ -106,7 +106,12 @@ class _L1DssimCPU(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_loss):
         (grad,) = ctx.saved_tensors
-        return grad * grad_loss, None, None, None, None, None, None
+        return grad * grad_loss, None
+
+
+def _kernel_input(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """A constant map (ground truth, mask) as the C++ kernels take it."""
+    return None if t is None else t.detach().to(dtype).contiguous()
 
 
 def _cpu_backend_for(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None):
@@ -134,12 +139,10 @@ def l1_dssim_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | Non
     backend = _cpu_backend_for(pred, gt, mask)
     if backend is None:
         return l1_dssim_torch(pred, gt, mask, lambda_dssim)
-
-    def arg(t):
-        return None if t is None else t.detach().to(pred.dtype).contiguous()
-
-    return _L1DssimCPU.apply(pred.contiguous(), arg(gt), arg(mask), float(lambda_dssim), backend._extension(),
-                             torch.get_num_threads(), backend.KERNEL_ISA)
+    pred, gt, mask = pred.contiguous(), _kernel_input(gt, pred.dtype), _kernel_input(mask, pred.dtype)
+    ext, threads, taps = backend._extension(), torch.get_num_threads(), _window_taps(pred.dtype)
+    return _FusedLossCPU.apply(pred, lambda need_grad: ext.l1_dssim(pred, gt, mask, float(lambda_dssim), taps, SSIM_C1, SSIM_C2,
+                                                                    need_grad, threads, backend.KERNEL_ISA))
 
 
 DEPTH_SCALE_FLOOR = 1e-8  # the depth L1's normaliser (mean valid ground-truth depth) is at least this
@@ -154,22 +157,6 @@ def depth_l1_torch(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | No
     return masked_mean((pred - gt).abs(), valid) / scale
 
 
-class _DepthL1CPU(torch.autograd.Function):
-    """The C++ kernel: the loss and its gradient w.r.t. ``pred`` in one pass each."""
-
-    @staticmethod
-    def forward(ctx, pred, gt, mask, ext, threads):
-        loss, grad = ext.depth_l1(pred, gt, mask, DEPTH_SCALE_FLOOR, ctx.needs_input_grad[0], threads)
-        ctx.save_for_backward(grad)
-        return loss
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_loss):
-        (grad,) = ctx.saved_tensors
-        return grad * grad_loss, None, None, None, None
-
-
 def depth_l1_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """L1 on depth over valid pixels with ground truth (gt > 0), divided by the mean valid ground-truth depth.
 
@@ -181,8 +168,6 @@ def depth_l1_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | Non
     backend = _cpu_backend_for(pred, gt, mask)
     if backend is None or pred.dim() != 3 or pred.shape[0] != 1:
         return depth_l1_torch(pred, gt, mask)
-
-    def arg(t):
-        return None if t is None else t.detach().to(pred.dtype).contiguous()
-
-    return _DepthL1CPU.apply(pred.contiguous(), arg(gt), arg(mask), backend._extension(), torch.get_num_threads())
+    pred, gt, mask = pred.contiguous(), _kernel_input(gt, pred.dtype), _kernel_input(mask, pred.dtype)
+    ext, threads = backend._extension(), torch.get_num_threads()
+    return _FusedLossCPU.apply(pred, lambda need_grad: ext.depth_l1(pred, gt, mask, DEPTH_SCALE_FLOOR, need_grad, threads))
