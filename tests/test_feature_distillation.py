@@ -37,8 +37,12 @@ def trained(tmp_path_factory):
 
 @pytest.mark.slow
 def test_feature_channels_do_not_hurt_colour(trained):
+    """The feature loss may not cost colour more than 0.5 dB. One-sided: the two runs differ in the last bits from
+    the first step, so their gap is run-to-run spread (with torch's AVX-512 kernels the feature run came out
+    0.59 dB better, with its AVX2 kernels within 0.5 dB either way), and a better colour PSNR is no defect."""
     _, with_f, without = trained
-    assert abs(with_f["test"]["psnr"] - without["test"]["psnr"]) <= 0.5, (with_f, without)
+    assert without["test"]["psnr"] > 28, without  # a trained model, not two equally failed runs
+    assert with_f["test"]["psnr"] >= without["test"]["psnr"] - 0.5, (with_f, without)
 
 
 def _labels_and_truth(root, method_args):
