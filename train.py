@@ -103,14 +103,17 @@ def training(dataset: ModelParams, opt: OptimizationParams, pipe: PipelineParams
     sampler = CameraSampler(len(train_cams), dataset.seed)
     first_iter = 1
     if checkpoint is not None:
-        gaussians.restore(checkpoint["model"], opt)
-        sampler.load_state(checkpoint["sampler"])
-        torch.set_rng_state(checkpoint["torch_rng"])
-        losses.load_state(checkpoint["extra"])
-        if exposures is not None:
-            if "exposure" not in checkpoint["extra"]:
-                raise UserError(f"{run.start_checkpoint}: was written without --train_test_exp; resume without it")
-            exposures.load_state(checkpoint["extra"]["exposure"])
+        if exposures is not None and "exposure" not in checkpoint["extra"]:
+            raise UserError(f"{run.start_checkpoint}: was written without --train_test_exp; resume without it")
+        try:
+            gaussians.restore(checkpoint["model"], opt)
+            sampler.load_state(checkpoint["sampler"])
+            torch.set_rng_state(checkpoint["torch_rng"])
+            losses.load_state(checkpoint["extra"])
+            if exposures is not None:
+                exposures.load_state(checkpoint["extra"]["exposure"])
+        except ValueError as exc:  # e.g. optimizer moments of another shape (scene/adam.py names them)
+            raise UserError(f"{run.start_checkpoint}: {exc}; the checkpoint does not fit this model") from None
         first_iter = int(checkpoint["iteration"]) + 1
 
     folder = scene.folder

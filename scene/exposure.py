@@ -13,6 +13,7 @@ from typing import Sequence
 
 import torch
 
+from scene.adam import Adam
 from scene.cameras import Camera
 from scene.optim_utils import exponential_lr
 from utils.errors import UserError
@@ -48,7 +49,7 @@ class Exposures:
         eye = torch.eye(3, 4, device=device)[None].repeat(len(self.index), 1, 1)
         self.param = torch.nn.Parameter(eye)
         self.opt = opt
-        self.optimizer = torch.optim.Adam([self.param], lr=0.0) if opt is not None else None
+        self.optimizer = Adam([self.param], lr=0.0) if opt is not None else None
 
     def __call__(self, image: torch.Tensor, name: str) -> torch.Tensor:
         if name not in self.index:

@@ -50,7 +50,7 @@ class GaussianModel:
         self.deform_basis = deform_basis
         self.device = torch.device(device)
         self.params: dict[str, nn.Parameter] = {}
-        self.optimizer: torch.optim.Optimizer | None = None
+        self.optimizer: optim_utils.Adam | None = None
         self.spatial_lr_scale = 1.0
         self._reset_stats(0)
 

@@ -11,30 +11,24 @@ import math
 import torch
 from torch import nn
 
-
-def make_adam(groups: list[dict], **kwargs) -> torch.optim.Adam:
-    """torch's fused Adam where this build has it for the parameters' device (one kernel per
-    group instead of a chain of tensor ops: ~15% faster CPU training on the synthetic
-    EndoNeRF scene), else the default implementation (same update rule)."""
-    try:
-        return torch.optim.Adam(groups, fused=True, **kwargs)
-    except RuntimeError:  # e.g. torch < 2.4 on a CPU
-        return torch.optim.Adam(groups, **kwargs)
+from scene.adam import Adam
 
 
-class SparseGaussianAdam(torch.optim.Adam):
+def make_adam(groups: list[dict], **kwargs) -> Adam:
+    """Adam with torch's fused kernel where this build has one for the parameters' device (see scene/adam.py)."""
+    return Adam(groups, fused=True, **kwargs)
+
+
+class SparseGaussianAdam(Adam):
     """Adam that, given the view's visibility, updates only the visible Gaussians (``--optimizer_type sparse_adam``).
 
     Every param group holds one per-Gaussian tensor [N, ...]. ``step(visible)`` moves the moments
     and values of the rows where ``visible`` [N] bool is True with Adam's rule (bias correction by the
     group's step count, which advances every step); rows of Gaussians not seen in the view keep their
     values and moments untouched, as in graphdeco's SparseGaussianAdam. ``step()`` without
-    ``visible`` is plain Adam. The state has torch Adam's layout, so checkpoints and the row surgery
-    below work unchanged.
+    ``visible`` is plain Adam. The state has the dense Adam's layout, so checkpoints and the row
+    surgery below work unchanged.
     """
-
-    def __init__(self, groups: list[dict], **kwargs):
-        super().__init__(groups, foreach=False, **kwargs)
 
     @torch.no_grad()
     def step(self, visible: torch.Tensor | None = None):  # type: ignore[override]
@@ -46,11 +40,7 @@ class SparseGaussianAdam(torch.optim.Adam):
                 continue
             if param.shape[0] != visible.shape[0]:
                 raise ValueError(f"{group['name']}: {param.shape[0]} rows but visibility of {visible.shape[0]} Gaussians")
-            state = self.state[param]
-            if not state:
-                state["step"] = torch.tensor(0.0)
-                state["exp_avg"] = torch.zeros_like(param)
-                state["exp_avg_sq"] = torch.zeros_like(param)
+            state = self.state.setdefault(param, self._new_state(param))
             state["step"] += 1
             t = float(state["step"])
             (b1, b2), lr, eps = group["betas"], group["lr"], group["eps"]
@@ -64,12 +54,12 @@ class SparseGaussianAdam(torch.optim.Adam):
         return None
 
 
-def make_optimizer(groups: list[dict], kind: str = "default", **kwargs) -> torch.optim.Adam:
+def make_optimizer(groups: list[dict], kind: str = "default", **kwargs) -> Adam:
     """``--optimizer_type``: Adam over every Gaussian (default) or only the visible ones (sparse_adam)."""
     return SparseGaussianAdam(groups, **kwargs) if kind == "sparse_adam" else make_adam(groups, **kwargs)
 
 
-def _replace(optimizer: torch.optim.Optimizer, name: str, new: torch.Tensor, state_fn) -> nn.Parameter:
+def _replace(optimizer: Adam, name: str, new: torch.Tensor, state_fn) -> nn.Parameter:
     """Swap the parameter of group ``name`` for ``new``; ``state_fn(old_state_tensor)`` maps the Adam moments."""
     for group in optimizer.param_groups:
         if group["name"] != name:

@@ -188,6 +188,17 @@ def test_a_checkpoint_of_the_wrong_structure(scene, tmp_path):
     assert_one_line_error(_train(scene, tmp_path / "o", "--start_checkpoint", bad), "chkpnt5.pth", "lacks 'sampler'")
 
 
+def test_a_checkpoint_whose_optimizer_moments_do_not_fit(scene, checkpoint, tmp_path):
+    state = torch.load(checkpoint, weights_only=True)
+    groups = state["model"]["optimizer"]["param_groups"]
+    xyz = next(g["params"][0] for g in groups if g["name"] == "xyz")
+    state["model"]["optimizer"]["state"][xyz]["exp_avg"] = torch.zeros(5, 3)
+    bad = tmp_path / "chkpnt2.pth"
+    torch.save(state, bad)
+    proc = _train(scene, tmp_path / "o", "--start_checkpoint", bad, "--iterations", "4")
+    assert_one_line_error(proc, "chkpnt2.pth", "group xyz: exp_avg has shape (5, 3)")
+
+
 def test_mask_source_json_and_missing_masks(model_copy):
     method = ModelFolder(model_copy).renders_dir("test", SAVED_ITER)
     for sub in ("renders", "gt", "masks"):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from scene.adam import Adam
 from scene.optim_utils import exponential_lr
 from utils.feature_distill import FeatureDecoder, choose_mode, decoder_path, feature_loss, teacher_at
 from utils.loss_utils import depth_l1_loss, l1_dssim_loss, l1_loss
@@ -54,7 +55,7 @@ class TrainingLosses:
                 torch.manual_seed(dataset.seed)
                 self.decoder = FeatureDecoder(dataset.feature_dim, self.store.channels).to(device)
                 torch.set_rng_state(gen_state)
-                self.decoder_opt = torch.optim.Adam(self.decoder.parameters(), lr=opt.decoder_lr)
+                self.decoder_opt = Adam(self.decoder.parameters(), lr=opt.decoder_lr)
 
     def color_loss(self, image: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return l1_dssim_loss(image, gt, mask, self.opt.lambda_dssim)
