@@ -113,7 +113,8 @@ def training(dataset: ModelParams, opt: OptimizationParams, pipe: PipelineParams
             if exposures is not None:
                 exposures.load_state(checkpoint["extra"]["exposure"])
         except ValueError as exc:  # e.g. optimizer moments of another shape (scene/adam.py names them)
-            raise UserError(f"{run.start_checkpoint}: {exc}; the checkpoint does not fit this model") from None
+            raise UserError(f"{run.start_checkpoint}: {exc}; this checkpoint cannot be resumed "
+                            "(resume from another chkpntN.pth or train anew)") from None
         first_iter = int(checkpoint["iteration"]) + 1
 
     folder = scene.folder

@@ -144,6 +144,10 @@ class Adam:
             if tuple(s[key].shape) != tuple(p.shape):
                 raise ValueError(f"optimizer state of {label}: {key} has shape {tuple(s[key].shape)}, "
                                  f"the parameter {tuple(p.shape)}")
+            if not torch.isfinite(s[key]).all():
+                raise ValueError(f"optimizer state of {label}: {key} holds NaN or inf")
+        if (s["exp_avg_sq"] < 0).any():
+            raise ValueError(f"optimizer state of {label}: exp_avg_sq is negative (it is a running mean of squares)")
         step = float(s["step"])
         if not math.isfinite(step) or step < 0:
             raise ValueError(f"optimizer state of {label}: step {step} is not a step count")

@@ -289,6 +289,9 @@ class GaussianModel:
     def restore(self, state: dict, opt) -> None:
         """Inverse of :meth:`capture` (sets up the optimizer too)."""
         self._set_params(state["params"])
+        if bad := self.non_finite():  # named here, not as a divergence at the first step
+            listed = ", ".join(f"{k} ({n} Gaussians)" for k, n in bad.items())
+            raise ValueError(f"saved Gaussian parameters hold NaN or inf: {listed}")
         self.active_sh_degree = int(state["active_sh_degree"])
         self.spatial_lr_scale = float(state["spatial_lr_scale"])
         self.training_setup(opt)

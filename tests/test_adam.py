@@ -117,6 +117,8 @@ def _saved_after_one_step():
     (lambda s: s["state"][2].update(exp_avg=torch.zeros(39, 1)), "group opacity: exp_avg has shape (39, 1)"),
     (lambda s: s["state"][0].pop("step"), "group xyz lacks step"),
     (lambda s: s["state"][0].update(step=torch.tensor(float("nan"))), "step nan is not a step count"),
+    (lambda s: s["state"][0]["exp_avg"].fill_(float("inf")), "group xyz: exp_avg holds NaN or inf"),
+    (lambda s: s["state"][1]["exp_avg_sq"].fill_(-1.0), "group f_rest: exp_avg_sq is negative"),
     (lambda s: s["param_groups"][0].update(amsgrad=True), "uses amsgrad=True"),
     (lambda s: s["param_groups"][0].update(betas=(0.9, 1.5)), "betas (0.9, 1.5) are not two numbers"),
     (lambda s: s["param_groups"][0].update(lr=-1.0), "lr -1.0 is not a non-negative number"),

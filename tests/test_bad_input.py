@@ -188,15 +188,33 @@ def test_a_checkpoint_of_the_wrong_structure(scene, tmp_path):
     assert_one_line_error(_train(scene, tmp_path / "o", "--start_checkpoint", bad), "chkpnt5.pth", "lacks 'sampler'")
 
 
-def test_a_checkpoint_whose_optimizer_moments_do_not_fit(scene, checkpoint, tmp_path):
+def _xyz_moments(model: dict) -> dict:
+    xyz = next(g["params"][0] for g in model["optimizer"]["param_groups"] if g["name"] == "xyz")
+    return model["optimizer"]["state"][xyz]
+
+
+def _nan_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
+    t = t.clone()
+    t[:rows] = float("nan")
+    return t
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda m: _xyz_moments(m).update(exp_avg=torch.zeros(5, 3)), "group xyz: exp_avg has shape (5, 3)"),
+    (lambda m: _xyz_moments(m).update(exp_avg_sq=_nan_rows(_xyz_moments(m)["exp_avg_sq"], 1)),
+     "group xyz: exp_avg_sq holds NaN or inf"),
+    (lambda m: _xyz_moments(m).update(exp_avg_sq=-_xyz_moments(m)["exp_avg_sq"] - 1),
+     "group xyz: exp_avg_sq is negative"),
+    (lambda m: m["params"].update(xyz=_nan_rows(m["params"]["xyz"], 3)),
+     "saved Gaussian parameters hold NaN or inf: xyz (3 Gaussians)"),
+])
+def test_a_checkpoint_that_cannot_be_resumed(scene, checkpoint, tmp_path, edit, needle):
     state = torch.load(checkpoint, weights_only=True)
-    groups = state["model"]["optimizer"]["param_groups"]
-    xyz = next(g["params"][0] for g in groups if g["name"] == "xyz")
-    state["model"]["optimizer"]["state"][xyz]["exp_avg"] = torch.zeros(5, 3)
+    edit(state["model"])
     bad = tmp_path / "chkpnt2.pth"
     torch.save(state, bad)
     proc = _train(scene, tmp_path / "o", "--start_checkpoint", bad, "--iterations", "4")
-    assert_one_line_error(proc, "chkpnt2.pth", "group xyz: exp_avg has shape (5, 3)")
+    assert_one_line_error(proc, "chkpnt2.pth", needle, "cannot be resumed")
 
 
 def test_mask_source_json_and_missing_masks(model_copy):
